@@ -1,0 +1,1 @@
+"""Bottom layer: settings, event schema, database base and errors."""

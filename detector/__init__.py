@@ -1,0 +1,1 @@
+"""Middle layer: PyOD models, ring scoring, decisions and their persistence."""

@@ -1,0 +1,167 @@
+"""The account anomaly ensemble, kept to PyOD's contract.
+
+`fit(X)` learns from a population of account feature vectors; `decision_function(X)` returns a
+score in [0, 1], higher = more anomalous: the mean, over ECOD, COPOD and IForest, of the share
+of the training population each detector scored lower. Averaging empirical percentiles puts
+detectors with different raw scales on one footing, and an account must look odd to all three
+to approach 1. Fitted state lives in trailing-underscore attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyod
+import sklearn
+from pyod.models.copod import COPOD
+from pyod.models.ecod import ECOD
+from pyod.models.iforest import IForest
+
+from core.errors import ModelMismatch
+
+log = logging.getLogger(__name__)
+
+ARTEFACT_FORMAT = "distillguard.model/v1"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions whose change can alter a fitted model's behaviour."""
+    return {
+        "pyod": pyod.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "polars": pl.__version__,
+    }
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an account scored high: a feature, its value and the population baseline."""
+
+    feature: str
+    value: float
+    baseline: float
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "value": round(self.value, 6),
+            "baseline": round(self.baseline, 6),
+            "detail": self.detail,
+        }
+
+
+class AccountEnsemble:
+    """ECOD + COPOD + IForest over log-scaled, robustly standardised account features."""
+
+    def __init__(self, *, features: tuple[str, ...], contamination: float = 0.02, random_state: int = 42) -> None:
+        self.features = tuple(features)
+        self.contamination = contamination
+        self.random_state = random_state
+
+    # --- PyOD contract ---
+    def fit(self, X: np.ndarray) -> AccountEnsemble:
+        """Fit every detector on the population `X` (n_accounts x n_features)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.features):
+            raise ValueError(f"expected shape (n, {len(self.features)}), got {X.shape}")
+        Z = np.log1p(np.clip(X, 0.0, None))
+        self.median_ = np.median(Z, axis=0)
+        q75, q25 = np.percentile(Z, [75, 25], axis=0)
+        # floor the spread so constant features do not blow up into infinite z-scores
+        self.scale_ = np.maximum(q75 - q25, 1e-3)
+        Zs = (Z - self.median_) / self.scale_
+        self.detectors_ = [
+            ECOD(contamination=self.contamination),
+            COPOD(contamination=self.contamination),
+            IForest(contamination=self.contamination, random_state=self.random_state, n_estimators=100),
+        ]
+        self.train_scores_ = []
+        for det in self.detectors_:
+            det.fit(Zs)
+            self.train_scores_.append(np.sort(det.decision_scores_))
+        self.raw_median_ = np.median(X, axis=0)
+        self.decision_scores_ = self.decision_function(X)
+        self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
+        self.n_samples_ = X.shape[0]
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Combined anomaly score in [0, 1] for each row; higher = more anomalous."""
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[0] == 0:
+            return np.zeros(0)
+        Zs = (np.log1p(np.clip(X, 0.0, None)) - self.median_) / self.scale_
+        parts = []
+        for det, ref in zip(self.detectors_, self.train_scores_, strict=True):
+            raw = det.decision_function(Zs)
+            parts.append(np.searchsorted(ref, raw, side="right") / len(ref))
+        return np.mean(parts, axis=0)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """1 for outliers (score above the contamination threshold), else 0."""
+        return (self.decision_function(X) > self.threshold_).astype(int)
+
+    # --- explanations ---
+    def reasons(self, x: np.ndarray, *, top: int = 3) -> list[Reason]:
+        """The features on which one account departs most from the population, highest first."""
+        self._check_fitted()
+        x = np.asarray(x, dtype=np.float64)
+        z = (np.log1p(np.clip(x, 0.0, None)) - self.median_) / self.scale_
+        order = np.argsort(-np.abs(z))[:top]
+        out = []
+        for i in order:
+            direction = "above" if z[i] > 0 else "below"
+            out.append(
+                Reason(
+                    feature=self.features[i],
+                    value=float(x[i]),
+                    baseline=float(self.raw_median_[i]),
+                    detail=f"{abs(z[i]):.1f} robust deviations {direction} the population median",
+                )
+            )
+        return out
+
+    # --- artefacts ---
+    def save(self, path: Path) -> None:
+        """Persist the fitted model with the library versions and feature list it was fitted with."""
+        self._check_fitted()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "format": ARTEFACT_FORMAT,
+            "versions": library_versions(),
+            "features": list(self.features),
+            "model": self,
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(doc, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, *, features: tuple[str, ...]) -> AccountEnsemble:
+        """Load an artefact; refuse it if libraries or features differ from the running code."""
+        with path.open("rb") as fh:
+            doc = pickle.load(fh)  # artefacts are our own files, written by save()
+        if not isinstance(doc, dict) or doc.get("format") != ARTEFACT_FORMAT:
+            raise ModelMismatch(f"{path} is not a {ARTEFACT_FORMAT} artefact")
+        if doc["versions"] != library_versions():
+            raise ModelMismatch(f"{path} was fitted with {doc['versions']}, running {library_versions()}")
+        if tuple(doc["features"]) != tuple(features):
+            raise ModelMismatch(f"{path} was fitted on features {doc['features']}, expected {list(features)}")
+        model = doc["model"]
+        if not isinstance(model, cls):
+            raise ModelMismatch(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "detectors_"):
+            raise RuntimeError("AccountEnsemble is not fitted: call fit() first")

@@ -1,0 +1,104 @@
+"""Candidate rings: suspicious accounts linked by what they share.
+
+An account-value bipartite graph (value = an IP, a /24, a user agent, a template...) is cut
+down to the values that mostly suspicious accounts use: a value shared by a large population of
+which few look suspicious (a campus NAT, an app's user agent) links nobody. Connected
+components of what remains, of at least `min_size` accounts, are candidate rings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from core import schema as s
+from features.volume import DIM, EMAIL_SHAPE, IP_PREFIX, PAYMENT, SIGNUP_PREFIX, VALUE
+
+RING_ID = "ring_id"
+RING_SIZE = "ring_size"
+LINK_DIMS = (s.IP, IP_PREFIX, s.USER_AGENT, PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE)
+_DIM_LABELS = {
+    s.IP: "IP addresses",
+    IP_PREFIX: "networks (/24, /64)",
+    s.USER_AGENT: "user agents",
+    PAYMENT: "payment instruments",
+    SIGNUP_PREFIX: "signup networks",
+    EMAIL_SHAPE: "e-mail shapes and domains",
+}
+
+
+def ring_id_for(members: list[str]) -> str:
+    """A stable ring id derived from its lowest member id."""
+    return "r-" + hashlib.sha1(min(members).encode()).hexdigest()[:10]
+
+
+def candidate_rings(
+    links: pl.DataFrame,
+    suspicious: pl.Series,
+    *,
+    min_size: int = 3,
+    min_suspicious_share: float = 0.5,
+    dims: tuple[str, ...] = LINK_DIMS,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Group suspicious accounts into rings.
+
+    `links` holds (account_id, dim, value) for the whole population; returns
+    (account_id, ring_id, ring_size) for ring members and (ring_id, dim, value, n_members) —
+    the shared values that tie each ring together, its evidence.
+    """
+    empty_members = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, RING_ID: pl.String, RING_SIZE: pl.Int64})
+    empty_evidence = pl.DataFrame(schema={RING_ID: pl.String, DIM: pl.String, VALUE: pl.String, "n_members": pl.Int64})
+    if suspicious.len() < min_size:
+        return empty_members, empty_evidence
+    sus = pl.DataFrame({s.ACCOUNT_ID: suspicious.unique()}).with_columns(pl.lit(True).alias("_sus"))
+    scoped = links.filter(pl.col(DIM).is_in(list(dims))).join(sus, on=s.ACCOUNT_ID, how="left")
+    popularity = scoped.group_by(DIM, VALUE).agg(
+        pl.len().alias("_n_all"), pl.col("_sus").sum().alias("_n_sus")
+    )
+    linking = popularity.filter(
+        (pl.col("_n_sus") >= 2) & (pl.col("_n_sus") / pl.col("_n_all") >= min_suspicious_share)
+    )
+    edges = scoped.filter(pl.col("_sus").fill_null(False)).join(linking.select(DIM, VALUE), on=[DIM, VALUE])
+    if edges.height == 0:
+        return empty_members, empty_evidence
+    accounts = edges.get_column(s.ACCOUNT_ID).unique().sort()
+    values = edges.select(DIM, VALUE).unique().sort(DIM, VALUE).with_row_index("_v")
+    a_index = pl.DataFrame({s.ACCOUNT_ID: accounts}).with_row_index("_a")
+    e = edges.join(a_index, on=s.ACCOUNT_ID).join(values, on=[DIM, VALUE])
+    n_a, n_v = a_index.height, values.height
+    rows = e.get_column("_a").to_numpy().astype(np.int64)
+    cols = e.get_column("_v").to_numpy().astype(np.int64) + n_a
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_a + n_v, n_a + n_v))
+    _, labels = connected_components(graph, directed=False)
+    comp = a_index.with_columns(pl.Series("_c", labels[:n_a]))
+    sized = comp.with_columns(pl.len().over("_c").alias(RING_SIZE)).filter(pl.col(RING_SIZE) >= min_size)
+    if sized.height == 0:
+        return empty_members, empty_evidence
+    ids = sized.group_by("_c").agg(pl.col(s.ACCOUNT_ID).min().alias("_min"))
+    ids = ids.with_columns(
+        pl.col("_min").map_elements(lambda m: ring_id_for([m]), return_dtype=pl.String).alias(RING_ID)
+    )
+    members = sized.join(ids, on="_c").select(s.ACCOUNT_ID, RING_ID, pl.col(RING_SIZE).cast(pl.Int64))
+    evidence = (
+        e.join(members, on=s.ACCOUNT_ID)
+        .group_by(RING_ID, DIM, VALUE)
+        .agg(pl.len().cast(pl.Int64).alias("n_members"))
+        .sort(RING_ID, "n_members", VALUE, descending=[False, True, False])
+    )
+    return members, evidence
+
+
+def describe_evidence(evidence: pl.DataFrame, ring_id: str, *, top: int = 3) -> list[str]:
+    """Human-readable lines of what a ring's members share, strongest first."""
+    rows = evidence.filter(pl.col(RING_ID) == ring_id)
+    out = []
+    for dim in rows.get_column(DIM).unique(maintain_order=True).to_list():
+        part = rows.filter(pl.col(DIM) == dim).head(top)
+        shown = ", ".join(f"{v} ({n})" for v, n in part.select(VALUE, "n_members").iter_rows())
+        total = rows.filter(pl.col(DIM) == dim).height
+        out.append(f"shared {_DIM_LABELS.get(dim, dim)}: {total} value(s), top {shown}")
+    return out

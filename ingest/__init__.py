@@ -1,0 +1,1 @@
+"""Top layer: event sources (files, Kafka), contract validation, dead-letter, the processing loop."""
