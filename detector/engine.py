@@ -35,10 +35,13 @@ class DetectorConfig:
 
     every: str = "15m"
     min_account_events: int = 5
-    min_population: int = 30
+    min_population: int = 100
     contamination: float = 0.02
     flag_threshold: float = 0.9
-    solo_threshold: float = 0.985
+    # an account flagged on its own, with no ring, must be this anomalous and this busy: an odd
+    # human with a few dozen requests is not worth an alert, a round-the-clock harvester is
+    solo_threshold: float = 0.99
+    solo_min_events: int = 500
     min_ring_size: int = 3
     refit_growth: float = 0.25
     refit_every: timedelta = timedelta(hours=6)
@@ -109,6 +112,7 @@ class DetectionEngine:
         self.scores = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, SCORE: pl.Float64})
         self.seen_ids = pl.DataFrame(schema={s.EVENT_ID: pl.String, s.TS: s.TS_DTYPE})
         self.duplicates = 0
+        self._last_suspicious = pl.Series(s.ACCOUNT_ID, [], dtype=pl.String)
 
     # --- stream interface ---
     def ingest(self, events: pl.DataFrame) -> list[TickOutcome]:
@@ -172,31 +176,44 @@ class DetectionEngine:
         if due.height == 0:
             return TickOutcome(tick=tick, n_events=0, changed=[], rings=[])
         lf = due.lazy()
+        active = due.get_column(s.ACCOUNT_ID).unique()
         partials = v.volume_partials(lf, self.volume_state.lazy(), every=self.config.every)
         self.volume_state = v.merge_volume_state(self.volume_state.lazy(), partials).collect()
         self.distinct_state = v.merge_distinct_state(self.distinct_state.lazy(), v.distinct_partials(lf)).collect()
-        features = v.volume_features(self.volume_state.lazy(), self.distinct_state.lazy(), every=self.config.every)
-        eligible = features.filter(pl.col(v.N_EVENTS) >= self.config.min_account_events).collect()
-        self.features = eligible
-        changed = self._score(tick, eligible, active=due.get_column(s.ACCOUNT_ID).unique())
-        rings = self._link(tick, eligible)
+        # only active accounts' features can have changed: finalise just those
+        is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
+        fresh = (
+            v.volume_features(
+                self.volume_state.lazy().filter(is_active),
+                self.distinct_state.lazy().filter(is_active),
+                every=self.config.every,
+            )
+            .filter(pl.col(v.N_EVENTS) >= self.config.min_account_events)
+            .collect()
+        )
+        base = self.features if self.features is not None else fresh.clear()
+        self.features = pl.concat([base.filter(~is_active), fresh]).sort(s.ACCOUNT_ID)
+        refitted = self._maybe_fit(tick, self.features)
+        changed = self._score(tick, self.features if refitted else fresh, active=active)
+        rings = self._link(tick, self.features, force=refitted)
         touched = {f.account_id: f for f in changed}
         for ring in rings:
             for m in ring.members:
                 touched[m] = self.flags[m]
         return TickOutcome(tick=tick, n_events=due.height, changed=list(touched.values()), rings=rings)
 
-    def _maybe_fit(self, tick: datetime, eligible: pl.DataFrame) -> None:
+    def _maybe_fit(self, tick: datetime, eligible: pl.DataFrame) -> bool:
+        """Refit on the whole eligible population when it has grown or the model is old."""
         n = eligible.height
         if n < self.config.min_population:
-            return
+            return False
         stale = (
             self.model is None
             or n >= self.fitted_population * (1 + self.config.refit_growth)
             or (self.fitted_at is not None and tick - self.fitted_at >= self.config.refit_every)
         )
         if not stale:
-            return
+            return False
         X = eligible.select(MODEL_FEATURES).to_numpy()
         self.model = AccountEnsemble(
             features=MODEL_FEATURES, contamination=self.config.contamination, random_state=self.config.random_state
@@ -205,43 +222,50 @@ class DetectionEngine:
         log.info("model fitted", extra={"tick": tick.isoformat(), "accounts": n})
         if self.config.model_path is not None:
             self.model.save(self.config.model_path)
+        return True
 
-    def _score(self, tick: datetime, eligible: pl.DataFrame, *, active: pl.Series) -> list[Flag]:
-        self._maybe_fit(tick, eligible)
-        if self.model is None:
-            self.scores = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, SCORE: pl.Float64})
+    def _score(self, tick: datetime, rows: pl.DataFrame, *, active: pl.Series) -> list[Flag]:
+        """Score `rows` (the active accounts, or everyone after a refit) and update flags."""
+        if self.model is None or rows.height == 0:
             return []
-        X = eligible.select(MODEL_FEATURES).to_numpy()
+        X = rows.select(MODEL_FEATURES).to_numpy()
         scores = self.model.decision_function(X)
-        self.scores = pl.DataFrame({s.ACCOUNT_ID: eligible.get_column(s.ACCOUNT_ID), SCORE: scores})
-        changed = []
+        ids = rows.get_column(s.ACCOUNT_ID)
+        self.scores = pl.concat(
+            [
+                self.scores.filter(~pl.col(s.ACCOUNT_ID).is_in(ids.implode())),
+                pl.DataFrame({s.ACCOUNT_ID: ids, SCORE: scores}),
+            ]
+        )
+        id_list = ids.to_list()
+        n_events = rows.get_column(v.N_EVENTS).to_numpy()
         active_set = set(active.to_list())
-        ids = eligible.get_column(s.ACCOUNT_ID).to_list()
-        n_events = eligible.get_column(v.N_EVENTS).to_list()
-        # solo flags: accounts anomalous enough on their own (very heavy, very regular)
-        for i in np.flatnonzero(scores >= self.config.solo_threshold):
-            acct = ids[i]
-            flag = self.flags.get(acct)
-            if flag is None:
-                flag = self.flags[acct] = Flag(acct, tick, float(scores[i]), tick)
+        changed = []
+        solo = (scores >= self.config.solo_threshold) & (n_events >= self.config.solo_min_events)
+        for i in np.flatnonzero(solo):
+            acct = id_list[i]
+            if acct not in self.flags:
+                flag = self.flags[acct] = Flag(acct, tick, float(scores[i]), tick, n_events=int(n_events[i]))
                 flag.reasons = [r.as_dict() for r in self.model.reasons(X[i])]
-            elif acct in active_set:
-                flag.score, flag.last_scored_ts = float(scores[i]), tick
-            flag.n_events = int(n_events[i])
-            changed.append(flag)
-        # already-flagged accounts that were active get their score refreshed
-        for i, acct in enumerate(ids):
+                changed.append(flag)
+        # flagged accounts that were active get their score refreshed
+        for i, acct in enumerate(id_list):
             flag = self.flags.get(acct)
             if flag is not None and acct in active_set and flag.last_scored_ts != tick:
                 flag.score, flag.last_scored_ts, flag.n_events = float(scores[i]), tick, int(n_events[i])
                 changed.append(flag)
         return changed
 
-    def _link(self, tick: datetime, eligible: pl.DataFrame) -> list[Ring]:
+    def _link(self, tick: datetime, eligible: pl.DataFrame, *, force: bool) -> list[Ring]:
+        """Re-run ring linking when the suspicious set changed, after a refit, and hourly (event time)."""
         if self.model is None:
             return []
         suspicious = self.scores.filter(pl.col(SCORE) >= self.config.flag_threshold).get_column(s.ACCOUNT_ID)
-        suspicious = pl.concat([suspicious, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]).unique()
+        suspicious = pl.concat([suspicious, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]).unique().sort()
+        on_the_hour = tick.minute == 0 and tick.second == 0
+        if not (force or on_the_hour or not suspicious.equals(self._last_suspicious)):
+            return []
+        self._last_suspicious = suspicious
         members, evidence = candidate_rings(self.distinct_state, suspicious, min_size=self.config.min_ring_size)
         if members.height == 0:
             return []

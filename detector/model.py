@@ -88,6 +88,7 @@ class AccountEnsemble:
             det.fit(Zs)
             self.train_scores_.append(np.sort(det.decision_scores_))
         self.raw_median_ = np.median(X, axis=0)
+        self.train_sorted_ = np.sort(X, axis=0)
         self.decision_scores_ = self.decision_function(X)
         self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
         self.n_samples_ = X.shape[0]
@@ -112,20 +113,29 @@ class AccountEnsemble:
 
     # --- explanations ---
     def reasons(self, x: np.ndarray, *, top: int = 3) -> list[Reason]:
-        """The features on which one account departs most from the population, highest first."""
+        """The features on which one account is most extreme within the population, most extreme first.
+
+        Extremeness is the share of the fitted population on the far side of the account's value,
+        which reads plainly ("higher than 99.6% of accounts") whatever the feature's scale.
+        """
         self._check_fitted()
         x = np.asarray(x, dtype=np.float64)
-        z = (np.log1p(np.clip(x, 0.0, None)) - self.median_) / self.scale_
-        order = np.argsort(-np.abs(z))[:top]
+        n = self.train_sorted_.shape[0]
+        below = np.array([np.searchsorted(self.train_sorted_[:, i], x[i], side="left") for i in range(len(x))]) / n
+        above = 1.0 - np.array([np.searchsorted(self.train_sorted_[:, i], x[i], side="right") for i in range(len(x))]) / n
+        # tail share: how few accounts are as far out as this one, on its side of the median
+        tail = np.where(below >= above, above, below)
+        order = np.argsort(tail, kind="stable")[:top]
         out = []
         for i in order:
-            direction = "above" if z[i] > 0 else "below"
+            higher = below[i] >= above[i]
+            share = below[i] if higher else above[i]
             out.append(
                 Reason(
                     feature=self.features[i],
                     value=float(x[i]),
                     baseline=float(self.raw_median_[i]),
-                    detail=f"{abs(z[i]):.1f} robust deviations {direction} the population median",
+                    detail=f"{'higher' if higher else 'lower'} than {share:.1%} of accounts (median {self.raw_median_[i]:.3g})",
                 )
             )
         return out

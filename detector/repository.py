@@ -113,3 +113,8 @@ def list_rings(*, session: Session) -> list[Ring]:
 def ring_members(ring_id: str, *, session: Session) -> list[str]:
     """Account ids of one ring."""
     return list(session.scalars(select(RingMember.account_id).where(RingMember.ring_id == ring_id).order_by(RingMember.account_id)))
+
+
+def get_ring(ring_id: str, *, session: Session) -> Ring | None:
+    """One ring by id."""
+    return session.get(Ring, ring_id)

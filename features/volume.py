@@ -23,8 +23,9 @@ COMPLETION_TOKENS_SUM = "completion_tokens_sum"
 FIRST_TS = "first_ts"
 LAST_TS = "last_ts"
 N_GAPS = "n_gaps"
-GAP_SUM = "gap_sum_s"
-GAP_SQ_SUM = "gap_sq_sum_s"
+# gaps in whole deciseconds: integer sums merge exactly in any order, floats would not
+GAP_SUM = "gap_sum_ds"
+GAP_SQ_SUM = "gap_sq_sum_ds2"
 ACTIVE_BUCKETS = "active_buckets"
 PEAK_BUCKET_EVENTS = "peak_bucket_events"
 HOUR_COLS = tuple(f"hour_{h:02d}" for h in range(24))
@@ -67,9 +68,7 @@ _SUMMED = (N_EVENTS, N_ERRORS, N_THROTTLED, PROMPT_TOKENS_SUM, COMPLETION_TOKENS
 VOLUME_STATE_SCHEMA: dict[str, pl.DataType] = {
     s.ACCOUNT_ID: pl.String(),
     **{c: pl.Int64() for c in (N_EVENTS, N_ERRORS, N_THROTTLED, PROMPT_TOKENS_SUM, COMPLETION_TOKENS_SUM,
-                               N_GAPS, ACTIVE_BUCKETS, PEAK_BUCKET_EVENTS, *HOUR_COLS)},
-    GAP_SUM: pl.Float64(),
-    GAP_SQ_SUM: pl.Float64(),
+                               N_GAPS, ACTIVE_BUCKETS, PEAK_BUCKET_EVENTS, GAP_SUM, GAP_SQ_SUM, *HOUR_COLS)},
     FIRST_TS: s.TS_DTYPE,
     LAST_TS: s.TS_DTYPE,
 }
@@ -97,7 +96,7 @@ def volume_partials(events: pl.LazyFrame, last_seen: pl.LazyFrame, *, every: str
         ev.with_columns(pl.col(s.TS).shift(1).over(s.ACCOUNT_ID).alias("_prev_in_tick"))
         .join(prev, on=s.ACCOUNT_ID, how="left")
         .with_columns(
-            ((pl.col(s.TS) - pl.coalesce("_prev_in_tick", "_prev_ts")).dt.total_milliseconds() / 1000.0).alias("_gap")
+            ((pl.col(s.TS) - pl.coalesce("_prev_in_tick", "_prev_ts")).dt.total_milliseconds() // 100).alias("_gap")
         )
     )
     buckets = (
@@ -192,8 +191,8 @@ def volume_features(state: pl.LazyFrame, distinct: pl.LazyFrame, *, every: str) 
     counts = distinct.group_by(s.ACCOUNT_ID).agg(
         *[(pl.col(DIM) == d).sum().cast(pl.Int64).alias(f"_n_{d}") for d in DISTINCT_DIMS]
     )
-    mean_gap = pl.col(GAP_SUM) / pl.col(N_GAPS)
-    var_gap = (pl.col(GAP_SQ_SUM) / pl.col(N_GAPS) - mean_gap**2).clip(lower_bound=0.0)
+    mean_gap = pl.col(GAP_SUM).cast(pl.Float64) / pl.col(N_GAPS)
+    var_gap = (pl.col(GAP_SQ_SUM).cast(pl.Float64) / pl.col(N_GAPS) - mean_gap**2).clip(lower_bound=0.0)
     cv = var_gap.sqrt() / mean_gap
     n = pl.col(N_EVENTS).cast(pl.Float64)
     return (

@@ -1,0 +1,1 @@
+"""Top layer: the FastAPI app the security team and the platform use."""
