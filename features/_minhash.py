@@ -18,7 +18,7 @@ from features.prompt_lexicon import CONCEPTS, STOP
 
 # --- constants that define the ids (changing one changes every id) ---
 SIGNATURE_SIZE = 32  # MinHash values per side
-ID_ROWS = 2  # template_id = hash of the first ID_ROWS MinHash values of the chosen side
+ID_ROWS = 4  # template_id = hash of the first ID_ROWS MinHash values of the chosen side
 BAND_ROWS = 4  # LSH band keys: SIGNATURE_SIZE / BAND_ROWS bands per side
 N_BANDS = SIGNATURE_SIZE // BAND_ROWS
 SIDE_TOKENS = 48  # at most this many tokens of the first / last segment
@@ -230,22 +230,41 @@ def _tokenize(data, a, b, tbuf, tstart, tend, tseg):
 
 @nb.njit(cache=True)
 def _side_signature(sig, ids, cls, t0, t1, seeds):
-    """MinHash of the set of token ids in [t0, t1) (stop words left out unless nothing else is there)."""
+    """MinHash of the set of token ids in [t0, t1) (stop words left out unless nothing else is there);
+    returns the size class of that set (see _size_class)."""
     k = seeds.shape[0]
+    members = np.empty(t1 - t0, np.uint64)
     n = 0
     for t in range(t0, t1):
         if cls[t] != 1:
+            members[n] = ids[t]
             n += 1
-            for j in range(k):
-                v = _mix64(ids[t] ^ seeds[j])
-                if v < sig[j]:
-                    sig[j] = v
     if n == 0:
         for t in range(t0, t1):
-            for j in range(k):
-                v = _mix64(ids[t] ^ seeds[j])
-                if v < sig[j]:
-                    sig[j] = v
+            members[n] = ids[t]
+            n += 1
+    members = np.unique(members[:n])
+    for x in members:
+        for j in range(k):
+            v = _mix64(x ^ seeds[j])
+            if v < sig[j]:
+                sig[j] = v
+    return _size_class(members.shape[0])
+
+
+@nb.njit(inline="always", cache=True)
+def _size_class(n):
+    # 1, 2, 3, 4, 5-6, 7-9, 10-14, 15+ distinct tokens: typos replace a token (same class), so the class
+    # costs little recall, but it keeps tiny skeletons ("give me" vs "reply with one word") apart.
+    if n <= 4:
+        return n
+    if n <= 6:
+        return 5
+    if n <= 9:
+        return 6
+    if n <= 14:
+        return 7
+    return 8
 
 
 @nb.njit(cache=True)
@@ -304,17 +323,17 @@ def skeleton_hashes(data, offsets, stop_h, lk, lv, dk, dv, seeds, salts):
                     score_t += d
         sig_h = np.full(k, U64_MAX)
         sig_t = np.full(k, U64_MAX)
-        _side_signature(sig_h, ids, cls, 0, h1, seeds)
-        _side_signature(sig_t, ids, cls, t0, nt, seeds)
+        size_h = _side_signature(sig_h, ids, cls, 0, h1, seeds)
+        size_t = _side_signature(sig_t, ids, cls, t0, nt, seeds)
         for j in range(n_bands):
             keys[i, j] = _band_key(sig_h, j * BAND_ROWS, BAND_ROWS, salts[j])
             keys[i, n_bands + j] = _band_key(sig_t, j * BAND_ROWS, BAND_ROWS, salts[j])
         # The wrapper side is the more instruction-like one (vocabulary minus content words); ties -> head.
         if score_t > score_h:
             side[i] = 1
-            tid[i] = _band_key(sig_t, 0, ID_ROWS, salts[n_bands])
+            tid[i] = _band_key(sig_t, 0, ID_ROWS, salts[n_bands] ^ np.uint64(size_t))
         else:
-            tid[i] = _band_key(sig_h, 0, ID_ROWS, salts[n_bands])
+            tid[i] = _band_key(sig_h, 0, ID_ROWS, salts[n_bands] ^ np.uint64(size_h))
     return valid, tid, keys, side
 
 
