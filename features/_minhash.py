@@ -103,6 +103,18 @@ def _build_tables() -> tuple[np.ndarray, ...]:
 
 STOP_KEYS, LEX_KEYS, LEX_VALUES, TYPO_KEYS, TYPO_VALUES = _build_tables()
 
+# One-probe prefilter over every table key: most tokens and deletion variants are in no table, and a
+# bit test rejects them before any binary search (the spelling correction is the kernel's hot loop).
+_FILTER_BITS = 1 << 22
+KEY_FILTER = np.zeros(_FILTER_BITS // 64, dtype=np.uint64)
+for _keys in (STOP_KEYS, LEX_KEYS, TYPO_KEYS):
+    _slot = (_keys >> np.uint64(20)) & np.uint64(_FILTER_BITS - 1)
+    np.bitwise_or.at(
+        KEY_FILTER,
+        (_slot >> np.uint64(6)).astype(np.int64),
+        np.uint64(1) << (_slot & np.uint64(63)),
+    )
+
 
 # --- kernels ---
 @nb.njit(inline="always", cache=True)
@@ -161,17 +173,25 @@ def _stem_end(buf, s, e):
     return e
 
 
+@nb.njit(inline="always", cache=True)
+def _maybe_key(bits, x):
+    slot = (x >> np.uint64(20)) & np.uint64((1 << 22) - 1)
+    return (bits[slot >> np.uint64(6)] >> (slot & np.uint64(63))) & np.uint64(1) != 0
+
+
 @nb.njit(cache=True)
-def _classify(buf, s, e, stop_h, lk, lv, dk, dv):
+def _classify(buf, s, e, stop_h, lk, lv, dk, dv, bits):
     """(class, id) of one token: class 0 content (id = stem hash), 1 stop, 2 vocabulary (id = concept)."""
     h = _hash_bytes(buf, s, e, -1)
-    if _member(stop_h, h):
+    if not _maybe_key(bits, h):
+        pass
+    elif _member(stop_h, h):
         return 1, h
-    c = _lookup(lk, lv, h)
+    c = _lookup(lk, lv, h) if _maybe_key(bits, h) else np.uint64(0)
     if c != 0:
         return 2, c
     n = e - s
-    if n >= MIN_TYPO_LEN - 1:
+    if n >= MIN_TYPO_LEN - 1 and _maybe_key(bits, h):
         c = _lookup(dk, dv, h)  # a vocabulary word with one letter dropped
         if c == 1:
             return 1, h
@@ -180,6 +200,8 @@ def _classify(buf, s, e, stop_h, lk, lv, dk, dv):
     if n >= MIN_TYPO_LEN:
         for j in range(s, e):
             hj = _hash_bytes(buf, s, e, j)
+            if not _maybe_key(bits, hj):
+                continue
             c = _lookup(lk, lv, hj)  # one letter inserted
             if c != 0:
                 return 2, c
@@ -276,7 +298,7 @@ def _band_key(sig, start, rows, salt):
 
 
 @nb.njit(parallel=True, cache=True)
-def skeleton_hashes(data, offsets, stop_h, lk, lv, dk, dv, seeds, salts):
+def skeleton_hashes(data, offsets, stop_h, lk, lv, dk, dv, bits, seeds, salts):
     """Per text: (valid, template_id, band keys [head bands..., tail bands...], chosen side 0/1)."""
     n = offsets.shape[0] - 1
     k = seeds.shape[0]
@@ -313,7 +335,7 @@ def skeleton_hashes(data, offsets, stop_h, lk, lv, dk, dv, seeds, salts):
         score_t = 0
         for t in range(nt):
             if t < h1 or t >= t0:
-                c, x = _classify(tbuf, tstart[t], tend[t], stop_h, lk, lv, dk, dv)
+                c, x = _classify(tbuf, tstart[t], tend[t], stop_h, lk, lv, dk, dv, bits)
                 cls[t] = c
                 ids[t] = x
                 d = 1 if c == 2 else (-1 if c == 0 else 0)
@@ -346,12 +368,24 @@ def string_buffers(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
         arr = arr.fill_null("")
     _, off_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
     return data, offsets
 
 
 def hash_skeletons(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, ...]:
     """Run the kernel over normalised texts: (valid, template_id, band keys, chosen side)."""
     data, offsets = string_buffers(arr)
-    return skeleton_hashes(data, offsets, STOP_KEYS, LEX_KEYS, LEX_VALUES, TYPO_KEYS, TYPO_VALUES,
-                           MINHASH_SEEDS, BAND_SALTS)
+    return skeleton_hashes(
+        data,
+        offsets,
+        STOP_KEYS,
+        LEX_KEYS,
+        LEX_VALUES,
+        TYPO_KEYS,
+        TYPO_VALUES,
+        KEY_FILTER,
+        MINHASH_SEEDS,
+        BAND_SALTS,
+    )

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (homoglyph tables: look-alike characters are the point)
 """Prompt-pattern fingerprints and capability targeting, as mergeable per-account aggregates.
 
 Per event (`prompt_fingerprints`):
@@ -109,24 +110,105 @@ _NORM = "__prompt_norm"
 # and invisible characters used to split words. Fullwidth forms and math alphanumerics are NFKC's job.
 CONFUSABLES: dict[str, str] = {
     # Cyrillic
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
-    "с": "c", "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d",
-    "һ": "h", "ԛ": "q", "ԝ": "w", "ӏ": "l", "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M",
-    "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T", "Х": "X", "У": "Y", "І": "I", "Ј": "J",
-    "Ѕ": "S", "Ԁ": "D", "Һ": "H", "Ԛ": "Q", "Ԝ": "W",
+    "а": "a",
+    "в": "b",
+    "е": "e",
+    "ё": "e",
+    "к": "k",
+    "м": "m",
+    "н": "h",
+    "о": "o",
+    "р": "p",
+    "с": "c",
+    "т": "t",
+    "у": "y",
+    "х": "x",
+    "і": "i",
+    "ї": "i",
+    "ј": "j",
+    "ѕ": "s",
+    "ԁ": "d",
+    "һ": "h",
+    "ԛ": "q",
+    "ԝ": "w",
+    "ӏ": "l",
+    "А": "A",
+    "В": "B",
+    "Е": "E",
+    "К": "K",
+    "М": "M",
+    "Н": "H",
+    "О": "O",
+    "Р": "P",
+    "С": "C",
+    "Т": "T",
+    "Х": "X",
+    "У": "Y",
+    "І": "I",
+    "Ј": "J",
+    "Ѕ": "S",
+    "Ԁ": "D",
+    "Һ": "H",
+    "Ԛ": "Q",
+    "Ԝ": "W",
     # Greek
-    "α": "a", "ο": "o", "ν": "v", "ρ": "p", "ι": "i", "κ": "k", "υ": "u", "χ": "x", "τ": "t",
-    "ε": "e", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
-    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    "α": "a",
+    "ο": "o",
+    "ν": "v",
+    "ρ": "p",
+    "ι": "i",
+    "κ": "k",
+    "υ": "u",
+    "χ": "x",
+    "τ": "t",
+    "ε": "e",
+    "Α": "A",
+    "Β": "B",
+    "Ε": "E",
+    "Ζ": "Z",
+    "Η": "H",
+    "Ι": "I",
+    "Κ": "K",
+    "Μ": "M",
+    "Ν": "N",
+    "Ο": "O",
+    "Ρ": "P",
+    "Τ": "T",
+    "Υ": "Y",
+    "Χ": "X",
     # Armenian / IPA / Latin look-alikes
-    "ո": "n", "ս": "u", "ɡ": "g", "ı": "i", "ȷ": "j", "ɑ": "a", "ǀ": "l",
+    "ո": "n",
+    "ս": "u",
+    "ɡ": "g",
+    "ı": "i",
+    "ȷ": "j",
+    "ɑ": "a",
+    "ǀ": "l",
     # quotes, primes, dashes
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u201f": '"',
+    "\u2033": '"',
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2012": "-",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2015": "-",
     "\u2212": "-",
     # zero-width and other invisible format characters
-    "\u200b": "", "\u200c": "", "\u200d": "", "\u2060": "", "\ufeff": "", "\u00ad": "",
+    "\u200b": "",
+    "\u200c": "",
+    "\u200d": "",
+    "\u2060": "",
+    "\ufeff": "",
+    "\u00ad": "",
     "\u180e": "",
 }
 
@@ -146,7 +228,9 @@ def normalised_prompt(expr: pl.Expr) -> pl.Expr:
         .str.replace_all(r"(?s)```.*?(?:```|$)", f" {CODE_PLACEHOLDER} ")
         .str.replace_all(r"\b(?:https?://|www\.)\S+", f" {URL_PLACEHOLDER} ")
         .str.replace_all(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", f" {EMAIL_PLACEHOLDER} ")
-        .str.replace_all(r"\b(?:0x[0-9a-f]+|[0-9a-f]{8,}(?:-[0-9a-f]{4,})*)\b", f" {HEX_PLACEHOLDER} ")
+        .str.replace_all(
+            r"\b(?:0x[0-9a-f]+|[0-9a-f]{8,}(?:-[0-9a-f]{4,})*)\b", f" {HEX_PLACEHOLDER} "
+        )
         .str.replace_all(r"\d+(?:[.,]\d+)*", "0")
         .str.replace_all(r"[^\S\n]+", " ")
         .str.replace_all(r" ?\n\s*", "\n")
@@ -201,6 +285,7 @@ def prompt_capability(expr: pl.Expr) -> pl.Expr:
     """Capability a prompt targets: rubric_grading, agentic, reasoning, coding (first match in that order:
     grading a coding answer is grading; a CoT elicitation on a code task is reasoning), else other.
     Pass normalised text (`normalised_prompt`) to see through homoglyphs; null stays null."""
+
     def has(pattern: str) -> pl.Expr:
         return expr.str.contains(f"(?i){pattern}")
 
@@ -222,13 +307,25 @@ def prompt_capability(expr: pl.Expr) -> pl.Expr:
 def _hash_distinct(df: pl.DataFrame, *, keys: bool) -> pl.DataFrame:
     """Template id (and band keys) of each row's normalised text (column _NORM); null where no words."""
     valid, tid, band_keys, _ = _minhash.hash_skeletons(df.get_column(_NORM).to_arrow())
-    cols = [pl.Series("__valid", valid, dtype=pl.Boolean()), pl.Series(TEMPLATE_ID, tid, dtype=pl.UInt64())]
+    cols = [
+        pl.Series("__valid", valid, dtype=pl.Boolean()),
+        pl.Series(TEMPLATE_ID, tid, dtype=pl.UInt64()),
+    ]
     if keys:
-        cols.append(pl.Series(TEMPLATE_KEYS, band_keys, dtype=pl.Array(pl.UInt64(), band_keys.shape[1])))
+        cols.append(
+            pl.Series(TEMPLATE_KEYS, band_keys, dtype=pl.Array(pl.UInt64(), band_keys.shape[1]))
+        )
     hashed = pl.DataFrame(cols).select(
         pl.when(pl.col("__valid")).then(pl.col(TEMPLATE_ID)).alias(TEMPLATE_ID),
-        *([pl.when(pl.col("__valid")).then(pl.col(TEMPLATE_KEYS).arr.to_list().list.unique(maintain_order=True))
-           .alias(TEMPLATE_KEYS)] if keys else []),
+        *(
+            [
+                pl.when(pl.col("__valid"))
+                .then(pl.col(TEMPLATE_KEYS).arr.to_list().list.unique(maintain_order=True))
+                .alias(TEMPLATE_KEYS)
+            ]
+            if keys
+            else []
+        ),
     )
     return pl.concat([df.drop(_NORM), hashed], how="horizontal")
 
@@ -239,8 +336,11 @@ def prompt_fingerprints(
     """Add TEMPLATE_ID (UInt64), CAPABILITY (and TEMPLATE_KEYS when `keys`) to every event.
 
     Work is done once per distinct prompt text of the frame, then joined back; row order is kept."""
-    schema: dict[str, pl.DataType] = {prompt_col: pl.String(), TEMPLATE_ID: pl.UInt64(),
-                                      CAPABILITY: pl.String()}
+    schema: dict[str, pl.DataType] = {
+        prompt_col: pl.String(),
+        TEMPLATE_ID: pl.UInt64(),
+        CAPABILITY: pl.String(),
+    }
     if keys:
         schema[TEMPLATE_KEYS] = pl.List(pl.UInt64())
     distinct = (
@@ -251,7 +351,10 @@ def prompt_fingerprints(
         .with_columns(prompt_capability(pl.col(_NORM)).alias(CAPABILITY))
         .map_batches(lambda df: _hash_distinct(df, keys=keys).select(list(schema)), schema=schema)
         .with_columns(
-            pl.when(pl.col(TEMPLATE_ID).is_null()).then(None).otherwise(pl.col(CAPABILITY)).alias(CAPABILITY)
+            pl.when(pl.col(TEMPLATE_ID).is_null())
+            .then(None)
+            .otherwise(pl.col(CAPABILITY))
+            .alias(CAPABILITY)
         )
     )
     out = lf.drop([c for c in schema if c != prompt_col], strict=False)
@@ -273,7 +376,9 @@ def template_counts(lf: pl.LazyFrame, *, group_by: str = s.ACCOUNT_ID) -> pl.Laz
 def merge_template_counts(*partials: pl.LazyFrame, group_by: str = s.ACCOUNT_ID) -> pl.LazyFrame:
     """Merge partials (running state and new batches): sum N per (group_by, template, capability)."""
     return (
-        pl.concat([p.select(group_by, TEMPLATE_ID, CAPABILITY, N) for p in partials], how="vertical")
+        pl.concat(
+            [p.select(group_by, TEMPLATE_ID, CAPABILITY, N) for p in partials], how="vertical"
+        )
         .group_by(group_by, TEMPLATE_ID, CAPABILITY)
         .agg(pl.col(N).sum())
     )
@@ -288,9 +393,7 @@ def _as_partials(lf: pl.LazyFrame, group_by: str) -> pl.LazyFrame:
 def template_share(lf: pl.LazyFrame, *, group_by: str = s.ACCOUNT_ID) -> pl.LazyFrame:
     """Per account: N_PROMPTS, N_TEMPLATES (distinct ids), TOP_TEMPLATE_ID (most frequent; ties -> the
     smallest id), TOP_TEMPLATE_SHARE (its share of the account's prompts), TEMPLATE_ENTROPY (bits)."""
-    per_template = (
-        _as_partials(lf, group_by).group_by(group_by, TEMPLATE_ID).agg(pl.col(N).sum())
-    )
+    per_template = _as_partials(lf, group_by).group_by(group_by, TEMPLATE_ID).agg(pl.col(N).sum())
     p = pl.col(N) / pl.col(N).sum()
     return (
         per_template.sort(group_by, N, TEMPLATE_ID, descending=[False, True, False])
@@ -329,8 +432,13 @@ def account_template_spread(lf: pl.LazyFrame, *, group_by: str = s.ACCOUNT_ID) -
         partials.select(group_by, TEMPLATE_ID)
         .unique()
         .join(spread, on=TEMPLATE_ID, how="inner")
-        .sort(group_by, N_ACCOUNTS, EVENTS_PER_ACCOUNT, TEMPLATE_ID,
-              descending=[False, True, True, False])
+        .sort(
+            group_by,
+            N_ACCOUNTS,
+            EVENTS_PER_ACCOUNT,
+            TEMPLATE_ID,
+            descending=[False, True, True, False],
+        )
         .group_by(group_by)
         .agg(
             pl.col(N_ACCOUNTS).first().alias(SHARED_TEMPLATE_ACCOUNTS),
@@ -348,8 +456,10 @@ def capability_mix(lf: pl.LazyFrame, *, group_by: str = s.ACCOUNT_ID) -> pl.Lazy
         _as_partials(lf, group_by)
         .group_by(group_by)
         .agg(
-            *[(pl.col(N).filter(pl.col(CAPABILITY) == c).sum() / total).alias(col)
-              for c, col in CAP_SHARE_COLS.items()],
+            *[
+                (pl.col(N).filter(pl.col(CAPABILITY) == c).sum() / total).alias(col)
+                for c, col in CAP_SHARE_COLS.items()
+            ],
             (pl.col(N).filter(pl.col(CAPABILITY) != OTHER).sum() / total).alias(TARGETED_SHARE),
         )
     )

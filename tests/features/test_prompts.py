@@ -1,4 +1,4 @@
-# ruff: noqa: E501
+# ruff: noqa: E501, RUF001
 """Tests for features/prompts.py: normalisation, template fingerprint quality, capabilities, batch merge.
 
 The quality tests build wrapper families — paraphrases of one harvesting wrapper as different ring
@@ -11,6 +11,7 @@ Corpus: $DISTILLGUARD_PROMPTS_CORPUS or ../shared/data/prompts/prompts.jsonl.gz 
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -532,7 +533,7 @@ def test_batch_partials_merge_to_single_pass(events, cuts) -> None:
     single = P.template_counts(df.lazy())
     bounds = sorted({0, df.height, *(min(c, df.height) for c in cuts)})
     state = pl.LazyFrame(schema=P.TEMPLATE_COUNTS_SCHEMA)
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         state = P.merge_template_counts(state, P.template_counts(df.slice(lo, hi - lo).lazy())).collect().lazy()
     key = [s.ACCOUNT_ID, P.TEMPLATE_ID, P.CAPABILITY]
     assert single.collect().sort(key).equals(state.collect().sort(key))
@@ -542,5 +543,5 @@ def test_batch_partials_merge_to_single_pass(events, cuts) -> None:
     # per-event ids do not depend on the batch either
     whole = _fingerprint(df)[P.TEMPLATE_ID]
     parts = pl.concat([_fingerprint(df.slice(lo, hi - lo))[P.TEMPLATE_ID]
-                       for lo, hi in zip(bounds, bounds[1:], strict=False)])
+                       for lo, hi in itertools.pairwise(bounds)])
     assert whole.equals(parts)
