@@ -101,6 +101,7 @@ class DetectionEngine:
         self.distinct_state = v.empty_distinct_state().collect()
         self.buffer = pl.DataFrame(schema=s.EVENT_SCHEMA)
         self.next_tick: datetime | None = None
+        self.last_tick: datetime | None = None
         self.model: AccountEnsemble | None = None
         self.fitted_at: datetime | None = None
         self.fitted_population = 0
@@ -115,8 +116,13 @@ class DetectionEngine:
         self._last_suspicious = pl.Series(s.ACCOUNT_ID, [], dtype=pl.String)
 
     # --- stream interface ---
-    def ingest(self, events: pl.DataFrame) -> list[TickOutcome]:
-        """Buffer validated events and run every tick their event time has passed."""
+    def ingest(self, events: pl.DataFrame, *, watermark: datetime | None = None) -> list[TickOutcome]:
+        """Buffer validated events and run every tick the watermark has passed.
+
+        The watermark is the event time up to which the input is complete. A single ordered
+        file's is its latest event (the default); a multi-partition stream passes the minimum
+        over its partitions' latest events, so a lagging partition's events are never late.
+        """
         if events.height:
             events = self._drop_duplicates(events)
         if events.height:
@@ -127,8 +133,9 @@ class DetectionEngine:
         if self.last_ts is None:
             return []
         if self.next_tick is None:
-            self.next_tick = self._boundary_after(self.buffer.get_column(s.TS).min())
-        watermark = self.last_ts
+            self.next_tick = self._next_tick()
+        if watermark is None:
+            watermark = self.last_ts
         outcomes = []
         while self.next_tick is not None and self.next_tick <= watermark:
             outcomes.append(self._run_tick(self.next_tick))
@@ -154,9 +161,9 @@ class DetectionEngine:
     def flush(self) -> list[TickOutcome]:
         """End of stream: run the ticks that close the remaining buffered events."""
         outcomes = []
-        while self.buffer.height:
-            tick = self._boundary_after(self.buffer.get_column(s.TS).max())
+        while (tick := self._next_tick()) is not None:
             outcomes.append(self._run_tick(tick))
+        self.next_tick = None
         return outcomes
 
     def _boundary_after(self, ts: datetime) -> datetime:
@@ -166,10 +173,13 @@ class DetectionEngine:
     def _next_tick(self) -> datetime | None:
         if not self.buffer.height:
             return None
-        return self._boundary_after(self.buffer.get_column(s.TS).min())
+        boundary = self._boundary_after(self.buffer.get_column(s.TS).min())
+        # late events (before the last tick) are taken at the next tick, never at a past one
+        return boundary if self.last_tick is None else max(boundary, self.last_tick + self._step)
 
     # --- one tick ---
     def _run_tick(self, tick: datetime) -> TickOutcome:
+        self.last_tick = tick
         due = self.buffer.filter(pl.col(s.TS) < tick).sort(s.TS, s.EVENT_ID)
         self.buffer = self.buffer.filter(pl.col(s.TS) >= tick)
         self.seen_ids = self.seen_ids.filter(pl.col(s.TS) >= tick - self.config.dedupe_horizon)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -46,12 +47,17 @@ class Pipeline:
     counts: EventCounts = field(default_factory=EventCounts)
     batches: int = 0
 
-    def process_batch(self, batch: ValidatedBatch, *, dead_letter: DeadLetterSink) -> BatchResult:
-        """Dead-letter the rejects, run detection on the accepted, persist the outcome."""
+    def process_batch(
+        self, batch: ValidatedBatch, *, dead_letter: DeadLetterSink, watermark: datetime | None = None
+    ) -> BatchResult:
+        """Dead-letter the rejects, run detection on the accepted, persist the outcome.
+
+        `watermark`: event time up to which input is complete (see DetectionEngine.ingest).
+        """
         started = time.perf_counter()
         dead_letter.write(batch.rejected)
         duplicates_before = self.engine.duplicates
-        outcomes = self.engine.ingest(batch.accepted)
+        outcomes = self.engine.ingest(batch.accepted, watermark=watermark)
         written = self._persist(outcomes)
         if self.archive_dir is not None and batch.accepted.height:
             self._archive(batch.accepted)

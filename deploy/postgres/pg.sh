@@ -121,14 +121,15 @@ host    all       all   127.0.0.1/32    scram-sha-256
 EOF
 }
 
+# CREATEDB: the tests create (and drop) a throw-away database per test.
 ensure_role_and_db() {
     psql_admin <<SQL
 DO \$\$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$DB_USER') THEN
-    CREATE ROLE $DB_USER LOGIN PASSWORD '$DB_PASSWORD';
+    CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASSWORD';
   ELSE
-    ALTER ROLE $DB_USER LOGIN PASSWORD '$DB_PASSWORD';
+    ALTER ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASSWORD';
   END IF;
 END
 \$\$;
