@@ -234,5 +234,21 @@ def demo(
         _serve(settings)
 
 
+def _register_plugins() -> None:
+    """Commands that live in their own modules (streaming, API administration) join the app here."""
+    import importlib
+
+    for name in ("distillguard.stream_commands", "distillguard.api_commands"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_plugins()
+
 if __name__ == "__main__":
     app()
