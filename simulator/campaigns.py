@@ -429,10 +429,8 @@ def evasive(world: World, cid: str, size: int, prompts: HumanPrompts) -> EventCh
         rate_median=3.0,
         power_share=0.0,
         home_ip=home_ip,
-        ua_fixed=0,
+        ua_fixed=ua,
     )
-    cover.ua1 = ua
-    cover.ua2[:] = -1
     chunks = []
     if t0 - start > 10 * c.MINUTE_MS:
         chunks.append(human_events(world, rng, cover, prompts.make()))
@@ -446,10 +444,8 @@ def evasive(world: World, cid: str, size: int, prompts: HumanPrompts) -> EventCh
         power_share=0.0,
         profile_weights=(0.5, 0.5, 0.0, 0.0),
         home_ip=home_ip,
-        ua_fixed=0,
+        ua_fixed=ua,
     )
-    work.ua1 = ua
-    work.ua2[:] = -1
     work.key_base, work.n_keys = cover.key_base, cover.n_keys
     work.rate = rng.uniform(30, 80, size)
     work.session_mean = np.full(size, 6.0)

@@ -227,9 +227,12 @@ def human_accounts(
     home_ip: np.ndarray | None = None,
     mobile_pool: np.ndarray | None = None,
     office_ip: np.ndarray | None = None,
-    ua_fixed: int | None = None,
+    ua_fixed: int | np.ndarray | None = None,
 ) -> HumanAccounts:
-    """Draw behaviour parameters for people: heavy-tailed activity, sessions, devices, models."""
+    """Draw behaviour parameters for people: heavy-tailed activity, sessions, devices, models.
+
+    `ua_fixed` pins the client (one user agent for all, or one per account) instead of drawing one.
+    """
     n = acct.size
     rate = rng.lognormal(np.log(rate_median), rate_sigma, n)
     # A few power users: Pareto tail from 40/day, capped at a few hundred a day.
@@ -244,7 +247,7 @@ def human_accounts(
     ua_ids = world.uas.add_many([u[0] for u in c.BENIGN_USER_AGENTS])
     is_compat = np.array([u[2] for u in c.BENIGN_USER_AGENTS])[ua_idx]
     is_browser = np.array([u[3] for u in c.BENIGN_USER_AGENTS])[ua_idx]
-    ua1 = ua_ids[ua_idx] if ua_fixed is None else np.full(n, ua_fixed)
+    ua1 = ua_ids[ua_idx] if ua_fixed is None else np.broadcast_to(np.asarray(ua_fixed), (n,))
     ua2 = np.where(rng.random(n) < 0.3, ua_ids[weighted_choice(rng, ua_w, n)], -1)
     if ua_fixed is not None:
         ua2[:] = -1

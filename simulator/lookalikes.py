@@ -329,7 +329,7 @@ def enterprise_batch(world: World, gid: str, n_batch: int, prompts: HumanPrompts
         home_ip=egress[:1],
         ua_fixed=ua,
     )
-    dev.key_base = keys[-1:]
+    dev.key_base, dev.n_keys = keys[-1:], np.ones(1, np.int64)
     base = prompts.make(code_share=0.5)
 
     def fn(
@@ -476,7 +476,10 @@ def benchmark_researcher(world: World, gid: str, n: int) -> EventChunk:
             + a * int(period / 2)
             + np.arange(int(world.window_ms // period) + 1) * int(period)
         )
-        for b, t0 in enumerate(bursts[bursts < end].tolist()):
+        bursts = bursts[bursts < end]
+        if bursts.size == 0:  # a window shorter than the schedule still sees one run
+            bursts = np.array([start + int(rng.uniform(0.0, 0.5) * world.window_ms)])
+        for b, t0 in enumerate(bursts.tolist()):
             real, builtin = _BENCH_SOURCES[(b + a) % len(_BENCH_SOURCES)]
             pool = corpus.pool_or(
                 {"sources": (real,)}, {"sources": (builtin,)}, {"kinds": ("benchmark",)}

@@ -314,6 +314,10 @@ def truth_document(world: World, asm: Assembled, params: dict[str, Any]) -> dict
     for gid in sorted(world.groups):
         g = world.groups[gid]
         members = np.array([m for m in g["accounts"].tolist() if per_acct[m] > 0], dtype=np.int64)
+        if members.size == 0:
+            # Only in very short windows: a group that never got to act is not in the truth.
+            log.warning("group without events left out of the truth", extra={"group": gid})
+            continue
         in_group = np.isin(asm.acct, members)
         doc: dict[str, Any] = {}
         member_ids = sorted(ids[m] for m in members.tolist())

@@ -57,6 +57,8 @@ def regular_series(
     rng: np.random.Generator, start: int, end: int, interval_ms: float, jitter: float
 ) -> np.ndarray:
     """A machine schedule: one request every `interval_ms` (relative jitter), from start to end."""
+    if end <= start:
+        return np.zeros(0, np.int64)
     n = int((end - start) / interval_ms * 1.1) + 2
     steps = interval_ms * (1.0 + jitter * rng.uniform(-1.0, 1.0, n))
     t = start + np.cumsum(steps).astype(np.int64) - int(steps[0])

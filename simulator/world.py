@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -73,8 +73,16 @@ class EventChunk:
         return EventChunk(**{k: v[idx] for k, v in vars(self).items()})
 
     @staticmethod
+    def empty() -> EventChunk:
+        """A chunk without events."""
+        names = [f.name for f in fields(EventChunk)]
+        return EventChunk(**{k: np.zeros(0, bool if k == "lower" else np.int64) for k in names})
+
+    @staticmethod
     def concat(chunks: list[EventChunk]) -> EventChunk:
         """All events of `chunks` in order."""
+        if not chunks:
+            return EventChunk.empty()
         keys = list(vars(chunks[0]))
         return EventChunk(**{k: np.concatenate([getattr(ch, k) for ch in chunks]) for k in keys})
 
