@@ -5,6 +5,20 @@
 byte-identical files.
 """
 
-from simulator.run import SimulationSummary, simulate
+from simulator.run import (
+    ACCOUNTS_FILE,
+    EVENTS_FILE,
+    PARQUET_FILE,
+    TRUTH_FILE,
+    SimulationSummary,
+    simulate,
+)
 
-__all__ = ["SimulationSummary", "simulate"]
+__all__ = [
+    "ACCOUNTS_FILE",
+    "EVENTS_FILE",
+    "PARQUET_FILE",
+    "TRUTH_FILE",
+    "SimulationSummary",
+    "simulate",
+]

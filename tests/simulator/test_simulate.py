@@ -181,6 +181,11 @@ def test_truth_is_consistent_with_the_events(run: Run) -> None:
         assert set(c["capabilities"]) <= {"reasoning", "coding", "agentic", "grading"}
 
 
+def test_accounts_sign_up_before_their_first_request(run: Run) -> None:
+    for a, ev in run.by_account.items():
+        assert run.signups[a][s.TS] < ev[0][s.TS], a
+
+
 def test_campaigns_start_inside_the_window_at_different_times(run: Run) -> None:
     starts = [c["start_ts"] for c in run.truth["campaigns"]]
     assert all(run.truth["start_ts"] < st < run.truth["end_ts"] for st in starts)
