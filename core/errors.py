@@ -47,3 +47,28 @@ class ModelMismatch(DistillguardError):
 
     status_code = 409
     title = "Model artefact mismatch"
+
+
+class Unauthorized(DistillguardError):
+    """No API key, or a key that is unknown or revoked."""
+
+    status_code = 401
+    title = "Unauthorized"
+
+
+class Forbidden(DistillguardError):
+    """The API key is valid but its scope does not allow this operation."""
+
+    status_code = 403
+    title = "Forbidden"
+
+
+class TooManyRequests(DistillguardError):
+    """The API key has used up its request budget; retry after `retry_after` seconds."""
+
+    status_code = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
