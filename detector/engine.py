@@ -20,13 +20,16 @@ import polars as pl
 
 from core import schema as s
 from detector.model import AccountEnsemble
-from detector.rings import RING_ID, RING_SIZE, candidate_rings, describe_evidence
+from detector.rings import RING_ID, candidate_rings, describe_evidence, ring_id_for
+from features import clusters as cl
+from features import prompts as pr
 from features import volume as v
 
 log = logging.getLogger(__name__)
 
 SCORE = "score"
-MODEL_FEATURES = v.VOLUME_FEATURES
+PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE)
+MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,19 @@ class DetectorConfig:
     flag_threshold: float = 0.9
     # an account flagged on its own, with no ring, must be this anomalous and this busy: an odd
     # human with a few dozen requests is not worth an alert, a round-the-clock harvester is
-    solo_threshold: float = 0.99
-    solo_min_events: int = 500
+    solo_threshold: float = 0.97
+    solo_min_events: int = 100
+    solo_template_share: float = 0.5
     min_ring_size: int = 3
+    # ring score = mean targeted share x (0.5 + 0.5 x mean anomaly score); rings at or above are flagged
+    ring_threshold: float = 0.5
     refit_growth: float = 0.25
     refit_every: timedelta = timedelta(hours=6)
+    # prompts fingerprinted per account and tick (a deterministic sample): enough to see a wrapper
+    prompt_sample_per_tick: int = 6
+    # an account whose prompts mostly target a capability is a ring candidate whatever its volume
+    targeted_candidate_share: float = 0.5
+    min_prompts: int = 5
     # a redelivered or retried event within this much event time is recognised by its event_id
     dedupe_horizon: timedelta = timedelta(hours=24)
     random_state: int = 42
@@ -63,6 +74,10 @@ class Flag:
     action: str = "throttle"
     reasons: list[dict[str, Any]] = field(default_factory=list)
     n_events: int = 0
+    # flagged on its own evidence (solo), not only as a ring member
+    solo: bool = False
+    # False once the ring that flagged it dissolved: the alert stays, the action returns to allow
+    active: bool = True
 
     @property
     def alert_key(self) -> str:
@@ -79,6 +94,7 @@ class Ring:
     score: float
     first_flagged_ts: datetime
     evidence: list[str]
+    capabilities: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -99,6 +115,8 @@ class DetectionEngine:
         self._step = v.duration_of(config.every)
         self.volume_state = v.empty_volume_state().collect()
         self.distinct_state = v.empty_distinct_state().collect()
+        self.template_state = pl.DataFrame(schema=pr.TEMPLATE_COUNTS_SCHEMA)
+        self.key_state = cl.empty_template_key_state().collect()
         self.buffer = pl.DataFrame(schema=s.EVENT_SCHEMA)
         self.next_tick: datetime | None = None
         self.last_tick: datetime | None = None
@@ -190,6 +208,7 @@ class DetectionEngine:
         partials = v.volume_partials(lf, self.volume_state.lazy(), every=self.config.every)
         self.volume_state = v.merge_volume_state(self.volume_state.lazy(), partials).collect()
         self.distinct_state = v.merge_distinct_state(self.distinct_state.lazy(), v.distinct_partials(lf)).collect()
+        self._update_prompt_state(lf)
         # only active accounts' features can have changed: finalise just those
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
         fresh = (
@@ -199,18 +218,36 @@ class DetectionEngine:
                 every=self.config.every,
             )
             .filter(pl.col(v.N_EVENTS) >= self.config.min_account_events)
+            .join(self._prompt_features(self.template_state.lazy().filter(is_active)), on=s.ACCOUNT_ID, how="left")
+            .with_columns(pl.col(*PROMPT_FEATURES, pr.N_PROMPTS).fill_null(0))
             .collect()
         )
         base = self.features if self.features is not None else fresh.clear()
         self.features = pl.concat([base.filter(~is_active), fresh]).sort(s.ACCOUNT_ID)
         refitted = self._maybe_fit(tick, self.features)
         changed = self._score(tick, self.features if refitted else fresh, active=active)
-        rings = self._link(tick, self.features, force=refitted)
-        touched = {f.account_id: f for f in changed}
+        rings, released = self._link(tick, self.features, force=refitted)
+        touched = {f.account_id: f for f in [*changed, *released]}
         for ring in rings:
             for m in ring.members:
                 touched[m] = self.flags[m]
         return TickOutcome(tick=tick, n_events=due.height, changed=list(touched.values()), rings=rings)
+
+    def _update_prompt_state(self, due: pl.LazyFrame) -> None:
+        """Fingerprint a per-account sample of the tick's prompts; merge template and key counts."""
+        fp = pr.prompt_fingerprints(
+            cl.prompt_sample(due, per_account=self.config.prompt_sample_per_tick), keys=True
+        ).collect()
+        self.template_state = pr.merge_template_counts(
+            self.template_state.lazy(), pr.template_counts(fp.lazy())
+        ).collect()
+        self.key_state = cl.merge_template_key_counts(self.key_state.lazy(), cl.template_key_counts(fp.lazy())).collect()
+
+    @staticmethod
+    def _prompt_features(template_state: pl.LazyFrame) -> pl.LazyFrame:
+        return pr.template_share(template_state).join(
+            pr.capability_mix(template_state), on=s.ACCOUNT_ID, how="left"
+        ).select(s.ACCOUNT_ID, pr.N_PROMPTS, *PROMPT_FEATURES)
 
     def _maybe_fit(self, tick: datetime, eligible: pl.DataFrame) -> bool:
         """Refit on the whole eligible population when it has grown or the model is old."""
@@ -251,12 +288,23 @@ class DetectionEngine:
         n_events = rows.get_column(v.N_EVENTS).to_numpy()
         active_set = set(active.to_list())
         changed = []
-        solo = (scores >= self.config.solo_threshold) & (n_events >= self.config.solo_min_events)
+        # solo: a harvester on its own account — very anomalous, busy, wrapping capability-targeted
+        # prompts in one template (a benchmark run is busy and targeted but has no wrapper)
+        solo = (
+            (scores >= self.config.solo_threshold)
+            & (n_events >= self.config.solo_min_events)
+            & (rows.get_column(pr.TARGETED_SHARE).to_numpy() >= self.config.targeted_candidate_share)
+            & (rows.get_column(pr.TOP_TEMPLATE_SHARE).to_numpy() >= self.config.solo_template_share)
+        )
         for i in np.flatnonzero(solo):
             acct = id_list[i]
             if acct not in self.flags:
                 flag = self.flags[acct] = Flag(acct, tick, float(scores[i]), tick, n_events=int(n_events[i]))
                 flag.reasons = [r.as_dict() for r in self.model.reasons(X[i])]
+                changed.append(flag)
+            flag = self.flags[acct]
+            if not flag.solo:
+                flag.solo, flag.active = True, True
                 changed.append(flag)
         # flagged accounts that were active get their score refreshed
         for i, acct in enumerate(id_list):
@@ -266,45 +314,112 @@ class DetectionEngine:
                 changed.append(flag)
         return changed
 
-    def _link(self, tick: datetime, eligible: pl.DataFrame, *, force: bool) -> list[Ring]:
-        """Re-run ring linking when the suspicious set changed, after a refit, and hourly (event time)."""
+    def _link(self, tick: datetime, eligible: pl.DataFrame, *, force: bool) -> tuple[list[Ring], list[Flag]]:
+        """Re-run ring linking when the suspicious set changed, after a refit, and hourly (event time).
+
+        Returns the rings found and the flags released because their ring dissolved.
+        """
         if self.model is None:
-            return []
-        suspicious = self.scores.filter(pl.col(SCORE) >= self.config.flag_threshold).get_column(s.ACCOUNT_ID)
-        suspicious = pl.concat([suspicious, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]).unique().sort()
+            return [], []
+        anomalous = self.scores.filter(pl.col(SCORE) >= self.config.flag_threshold).get_column(s.ACCOUNT_ID)
+        targeted = eligible.filter(
+            (pl.col(pr.TARGETED_SHARE) >= self.config.targeted_candidate_share)
+            & (pl.col(pr.N_PROMPTS) >= self.config.min_prompts)
+        ).get_column(s.ACCOUNT_ID)
+        suspicious = pl.concat(
+            [anomalous, targeted, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]
+        ).unique().sort()
         on_the_hour = tick.minute == 0 and tick.second == 0
         if not (force or on_the_hour or not suspicious.equals(self._last_suspicious)):
-            return []
+            return [], []
         self._last_suspicious = suspicious
-        members, evidence = candidate_rings(self.distinct_state, suspicious, min_size=self.config.min_ring_size)
-        if members.height == 0:
-            return []
-        scored = members.join(self.scores, on=s.ACCOUNT_ID, how="left").join(
-            eligible.select(s.ACCOUNT_ID, v.N_EVENTS), on=s.ACCOUNT_ID, how="left"
+        prompts_per_account = self.template_state.lazy().group_by(s.ACCOUNT_ID).agg(pl.col(pr.N).sum().alias("n_prompts"))
+        templates = cl.recurring_template_links(self.key_state.lazy(), prompts_per_account).collect()
+        links = pl.concat([self.distinct_state, templates])
+        members, evidence = candidate_rings(links, suspicious, min_size=self.config.min_ring_size)
+        scored = (
+            members.join(self.scores, on=s.ACCOUNT_ID, how="left")
+            .join(eligible.select(s.ACCOUNT_ID, v.N_EVENTS, pr.TARGETED_SHARE), on=s.ACCOUNT_ID, how="left")
+            .with_columns(pl.col(SCORE, pr.TARGETED_SHARE).fill_null(0.0), pl.col(v.N_EVENTS).fill_null(0))
         )
-        X_by_id = dict(zip(eligible.get_column(s.ACCOUNT_ID).to_list(), eligible.select(MODEL_FEATURES).to_numpy(), strict=True))
+        X_by_id = dict(
+            zip(eligible.get_column(s.ACCOUNT_ID).to_list(), eligible.select(MODEL_FEATURES).to_numpy(), strict=True)
+        )
+        capabilities = self._capability_shares(members)
         rings = []
-        for (ring_id,), part in scored.group_by([RING_ID], maintain_order=True):
-            ids = part.get_column(s.ACCOUNT_ID).to_list()
-            ring_score = float(part.get_column(SCORE).fill_null(0.0).mean() or 0.0)
-            # a ring's members act together, so each carries the ring's action
-            action = "block" if ring_score >= 0.95 and len(ids) >= 10 else "require_kyc"
+        in_ring: set[str] = set()
+        for (component,), part in scored.group_by([RING_ID], maintain_order=True):
+            ids = sorted(part.get_column(s.ACCOUNT_ID).to_list())
+            targeted_mean = float(part.get_column(pr.TARGETED_SHARE).mean() or 0.0)
+            anomaly_mean = float(part.get_column(SCORE).mean() or 0.0)
+            # harvesting is the point of a ring: accounts that share infrastructure but do not
+            # target capabilities (an enterprise batch, a campus) score low whatever their oddness
+            ring_score = targeted_mean * (0.5 + 0.5 * anomaly_mean)
+            if ring_score < self.config.ring_threshold:
+                continue
+            ring_id = self._ring_identity(ids, fallback=str(component))
+            action = "block" if ring_score >= 0.8 and len(ids) >= 10 else "require_kyc"
             for acct, sc, n in part.select(s.ACCOUNT_ID, SCORE, v.N_EVENTS).iter_rows():
                 flag = self.flags.get(acct)
                 if flag is None:
-                    flag = self.flags[acct] = Flag(acct, tick, float(sc or 0.0), tick)
+                    flag = self.flags[acct] = Flag(acct, tick, float(sc), tick)
                     if acct in X_by_id and self.model is not None:
                         flag.reasons = [r.as_dict() for r in self.model.reasons(X_by_id[acct])]
-                flag.ring_id, flag.action, flag.n_events = str(ring_id), action, int(n or 0)
-            previous = [self.rings[f.ring_id] for f in (self.flags[a] for a in ids) if f.ring_id in self.rings]
-            first = min([r.first_flagged_ts for r in previous] + [tick])
+                flag.ring_id, flag.action, flag.n_events, flag.active = ring_id, action, int(n), True
+                in_ring.add(acct)
+            previous = self.rings.get(ring_id)
+            caps = capabilities.get(str(component), {})
             ring = Ring(
-                ring_id=str(ring_id), members=sorted(ids), score=ring_score, first_flagged_ts=first,
-                evidence=describe_evidence(evidence, str(ring_id)),
+                ring_id=ring_id,
+                members=ids,
+                score=ring_score,
+                first_flagged_ts=previous.first_flagged_ts if previous else tick,
+                evidence=[
+                    f"capability-targeted prompts: {targeted_mean:.0%} of members' prompts"
+                    + (f" ({', '.join(f'{k} {v:.0%}' for k, v in caps.items())})" if caps else ""),
+                    *describe_evidence(evidence.filter(pl.col(RING_ID) == str(component)), str(component)),
+                ],
+                capabilities=caps,
             )
-            self.rings[ring.ring_id] = ring
+            self.rings[ring_id] = ring
             rings.append(ring)
-        # rings that merged into others are gone: keep only ids some flag still points to
+        # members no longer linked leave their ring; without solo evidence they are released
+        released = []
+        for flag in self.flags.values():
+            if flag.ring_id is not None and flag.account_id not in in_ring:
+                flag.ring_id = None
+                if not flag.solo:
+                    flag.active, flag.action = False, "allow"
+                else:
+                    flag.action = "throttle"
+                released.append(flag)
+        # a ring none of whose members still point at it has dissolved or merged into another
         live = {f.ring_id for f in self.flags.values() if f.ring_id}
         self.rings = {k: r for k, r in self.rings.items() if k in live}
-        return rings
+        return rings, released
+
+    def _ring_identity(self, members: list[str], *, fallback: str) -> str:
+        """Keep a growing ring's id: the id most of its already-flagged members carry, else a new one."""
+        counts: dict[str, int] = {}
+        for acct in members:
+            flag = self.flags.get(acct)
+            if flag is not None and flag.ring_id:
+                counts[flag.ring_id] = counts.get(flag.ring_id, 0) + 1
+        if counts:
+            return min(counts, key=lambda r: (-counts[r], r))
+        return ring_id_for(members)
+
+    def _capability_shares(self, members: pl.DataFrame) -> dict[str, dict[str, float]]:
+        """Per component: share of its members' targeted prompts by capability, largest first."""
+        per = (
+            self.template_state.join(members.select(s.ACCOUNT_ID, RING_ID), on=s.ACCOUNT_ID)
+            .filter(pl.col(pr.CAPABILITY) != pr.OTHER)
+            .group_by(RING_ID, pr.CAPABILITY)
+            .agg(pl.col(pr.N).sum())
+            .with_columns((pl.col(pr.N) / pl.col(pr.N).sum().over(RING_ID)).alias("share"))
+            .sort(RING_ID, "share", pr.CAPABILITY, descending=[False, True, False])
+        )
+        out: dict[str, dict[str, float]] = {}
+        for ring, cap, share in per.select(RING_ID, pr.CAPABILITY, "share").iter_rows():
+            out.setdefault(ring, {})[cap] = round(share, 3)
+        return out

@@ -123,9 +123,9 @@ class AccountEnsemble:
         n = self.train_sorted_.shape[0]
         below = np.array([np.searchsorted(self.train_sorted_[:, i], x[i], side="left") for i in range(len(x))]) / n
         above = 1.0 - np.array([np.searchsorted(self.train_sorted_[:, i], x[i], side="right") for i in range(len(x))]) / n
-        # tail share: how few accounts are as far out as this one, on its side of the median
-        tail = np.where(below >= above, above, below)
-        order = np.argsort(tail, kind="stable")[:top]
+        # how far out the account sits: the share of accounts strictly on the other side of it
+        extremeness = np.maximum(below, above)
+        order = np.argsort(-extremeness, kind="stable")[:top]
         out = []
         for i in order:
             higher = below[i] >= above[i]

@@ -38,7 +38,7 @@ def build_report(engine: DetectionEngine, counts: EventCounts) -> dict[str, Any]
         accounts.append(
             {
                 "account_id": flag.account_id,
-                "flagged": True,
+                "flagged": flag.active,
                 "score": round(flag.score, 6),
                 "ring_id": flag.ring_id,
                 "first_flagged_ts": iso(flag.first_flagged_ts),
@@ -54,6 +54,7 @@ def build_report(engine: DetectionEngine, counts: EventCounts) -> dict[str, Any]
             "score": round(r.score, 6),
             "first_flagged_ts": iso(r.first_flagged_ts),
             "evidence": r.evidence,
+            "capabilities": r.capabilities,
             "members": r.members,
         }
         for r in sorted(engine.rings.values(), key=lambda r: (-len(r.members), r.ring_id))

@@ -20,7 +20,8 @@ from features.volume import DIM, EMAIL_SHAPE, IP_PREFIX, PAYMENT, SIGNUP_PREFIX,
 
 RING_ID = "ring_id"
 RING_SIZE = "ring_size"
-LINK_DIMS = (s.IP, IP_PREFIX, s.USER_AGENT, PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE)
+TEMPLATE = "template"
+LINK_DIMS = (s.IP, IP_PREFIX, s.USER_AGENT, PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE, TEMPLATE)
 _DIM_LABELS = {
     s.IP: "IP addresses",
     IP_PREFIX: "networks (/24, /64)",
@@ -28,6 +29,7 @@ _DIM_LABELS = {
     PAYMENT: "payment instruments",
     SIGNUP_PREFIX: "signup networks",
     EMAIL_SHAPE: "e-mail shapes and domains",
+    TEMPLATE: "recurring prompt templates",
 }
 
 
@@ -42,6 +44,7 @@ def candidate_rings(
     *,
     min_size: int = 3,
     min_suspicious_share: float = 0.5,
+    min_degree: int = 2,
     dims: tuple[str, ...] = LINK_DIMS,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group suspicious accounts into rings.
@@ -74,7 +77,12 @@ def candidate_rings(
     cols = e.get_column("_v").to_numpy().astype(np.int64) + n_a
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_a + n_v, n_a + n_v))
     _, labels = connected_components(graph, directed=False)
-    comp = a_index.with_columns(pl.Series("_c", labels[:n_a]))
+    # an account tied to the others by a single shared value may be a coincidence (one proxy
+    # address, one common phrase); ring members must share at least `min_degree` values
+    degree = e.group_by(s.ACCOUNT_ID).agg(pl.len().alias("_deg"))
+    comp = a_index.with_columns(pl.Series("_c", labels[:n_a])).join(degree, on=s.ACCOUNT_ID).filter(
+        pl.col("_deg") >= min_degree
+    )
     sized = comp.with_columns(pl.len().over("_c").alias(RING_SIZE)).filter(pl.col(RING_SIZE) >= min_size)
     if sized.height == 0:
         return empty_members, empty_evidence

@@ -19,7 +19,10 @@ def small_population(seed: int = 0) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     start = datetime(2026, 5, 1, tzinfo=UTC)
     rows: dict[str, list[object]] = {c: [] for c in ("event_id", "ts", "account_id", "ip", "user_agent", "model",
-                                                      "endpoint", "prompt_tokens", "completion_tokens", "status")}
+                                                      "endpoint", "prompt_tokens", "completion_tokens", "status",
+                                                      "prompt")}
+    words = ["garden", "river", "budget", "poem", "email", "recipe", "travel", "history", "physics", "guitar",
+             "resume", "birthday", "weather", "movie", "novel", "tax", "dog", "coffee", "painting", "chess"]
     n = 0
     for a in range(120):
         k = int(rng.integers(6, 40))
@@ -36,6 +39,8 @@ def small_population(seed: int = 0) -> pl.DataFrame:
             rows["prompt_tokens"].append(int(rng.integers(5, 400)))
             rows["completion_tokens"].append(int(rng.integers(20, 800)))
             rows["status"].append(200 if rng.random() > 0.02 else 500)
+            picked = rng.choice(words, size=4, replace=False)
+            rows["prompt"].append(f"tell me about {picked[0]} and {picked[1]} for my {picked[2]} {picked[3]}")
     for a in range(12):
         t = start + timedelta(hours=2, seconds=int(a * 7))
         for _ in range(150):
@@ -51,6 +56,10 @@ def small_population(seed: int = 0) -> pl.DataFrame:
             rows["prompt_tokens"].append(60)
             rows["completion_tokens"].append(2000)
             rows["status"].append(200)
+            q = int(rng.integers(0, 10_000))
+            rows["prompt"].append(
+                f"Think step by step and show all of your reasoning before the final answer: problem {q}"
+            )
     df = pl.DataFrame(rows).with_columns(pl.col("ts").dt.cast_time_unit("ms"))
     for c, dt in s.EVENT_SCHEMA.items():
         if c not in df.columns:
@@ -111,6 +120,14 @@ def test_shared_value_of_a_large_population_links_nobody() -> None:
     )
     members, _ = candidate_rings(links, pl.Series(["s1", "s2", "s3"]), min_size=3)
     assert members.height == 0
-    members, evidence = candidate_rings(links.head(4), pl.Series(["s0", "s1", "s2"]), min_size=3)
+    members, evidence = candidate_rings(links.head(4), pl.Series(["s0", "s1", "s2"]), min_size=3, min_degree=1)
     assert sorted(members.get_column("account_id").to_list()) == ["s0", "s1", "s2"]
     assert evidence.get_column("value").to_list() == ["192.0.2.1"]
+
+
+def test_one_coincidental_shared_value_is_not_a_ring() -> None:
+    ids = ["s0", "s1", "s2", "s3"]
+    one = pl.DataFrame({"account_id": ids, "dim": ["ip"] * 4, "value": ["192.0.2.1"] * 4})
+    assert candidate_rings(one, pl.Series(ids), min_size=3)[0].height == 0
+    two = pl.concat([one, one.with_columns(pl.lit("user_agent").alias("dim"), pl.lit("harvester/1").alias("value"))])
+    assert candidate_rings(two, pl.Series(ids), min_size=3)[0].height == 4

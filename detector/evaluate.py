@@ -1,0 +1,65 @@
+"""Score a detection report against the simulator's truth (distillguard.truth/v1)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from core.schema import TRUTH_SCHEMA_ID
+from core.errors import InputError
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def evaluate(truth: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """Account precision/recall, benign false-positive rate, per look-alike group and per campaign."""
+    if truth.get("schema") != TRUTH_SCHEMA_ID:
+        raise InputError(f"truth file is not {TRUTH_SCHEMA_ID}")
+    labels: dict[str, dict[str, Any]] = truth["accounts"]
+    flagged = {a["account_id"]: a for a in report.get("accounts", []) if a.get("flagged")}
+    attackers = {a for a, v in labels.items() if v["label"] == "attacker"}
+    benign = {a for a, v in labels.items() if v["label"] != "attacker"}
+    unknown = set(flagged) - set(labels)
+    tp = len(set(flagged) & attackers)
+    fp = len(set(flagged) & benign)
+    out: dict[str, Any] = {
+        "accounts": {
+            "flagged": len(flagged),
+            "true_positives": tp,
+            "false_positives": fp,
+            "unknown_flagged": len(unknown),
+            "attackers": len(attackers),
+            "benign": len(benign),
+            "precision": tp / len(flagged) if flagged else 1.0,
+            "recall": tp / len(attackers) if attackers else 1.0,
+            "benign_false_positive_rate": fp / len(benign) if benign else 0.0,
+        }
+    }
+    groups = []
+    for g in truth.get("lookalikes", []):
+        members = set(g["accounts"])
+        n_fp = len(members & set(flagged))
+        groups.append({"group_id": g["group_id"], "kind": g["kind"], "accounts": len(members),
+                       "flagged": n_fp, "flagged_share": n_fp / len(members) if members else 0.0})
+    out["lookalikes"] = groups
+    campaigns = []
+    by_style: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for c in truth.get("campaigns", []):
+        members = set(c["accounts"])
+        caught = members & set(flagged)
+        first = min((_ts(flagged[a]["first_flagged_ts"]) for a in caught), default=None)
+        start = _ts(c["start_ts"])
+        delay = (first - start).total_seconds() / 60.0 if first is not None else None
+        campaigns.append({
+            "campaign_id": c["campaign_id"], "style": c["style"], "accounts": len(members),
+            "caught": len(caught), "recall": len(caught) / len(members) if members else 1.0,
+            "minutes_to_first_detection": round(delay, 1) if delay is not None else None,
+        })
+        by_style[c["style"]][0] += len(caught)
+        by_style[c["style"]][1] += len(members)
+    out["campaigns"] = campaigns
+    out["recall_by_style"] = {k: (v[0] / v[1] if v[1] else 1.0) for k, v in sorted(by_style.items())}
+    return out

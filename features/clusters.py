@@ -1,0 +1,74 @@
+"""Account-linking material: what accounts share that can tie them into a ring.
+
+Link values are (account_id, dim, value) triples. Volume features contribute infrastructure
+(IPs, /24s, user agents) and account events contribute payment instruments, signup networks and
+e-mail shapes; this module adds behaviour: the prompt wrappers an account keeps coming back to.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from core import schema as s
+from features.prompts import TEMPLATE_KEYS
+from features.volume import DIM, VALUE
+
+TEMPLATE_KEY = "template_key"
+KEY_COUNT = "key_n"
+TEMPLATE_KEY_STATE_SCHEMA: dict[str, pl.DataType] = {
+    s.ACCOUNT_ID: pl.String(),
+    TEMPLATE_KEY: pl.UInt64(),
+    KEY_COUNT: pl.Int64(),
+}
+SAMPLE_RANK = "_sample_rank"
+
+
+def prompt_sample(events: pl.LazyFrame, *, per_account: int) -> pl.LazyFrame:
+    """At most `per_account` events per account, chosen by a hash of event_id.
+
+    Fingerprinting every prompt of a heavy account adds nothing its first few prompts of a tick
+    do not already say; the hash makes the choice a function of the events alone, so any batch
+    split samples the same events.
+    """
+    return (
+        events.filter(pl.col(s.PROMPT).is_not_null())
+        .with_columns(pl.col(s.EVENT_ID).hash(seed=17).rank("ordinal").over(s.ACCOUNT_ID).alias(SAMPLE_RANK))
+        .filter(pl.col(SAMPLE_RANK) <= per_account)
+        .drop(SAMPLE_RANK)
+    )
+
+
+def template_key_counts(fingerprinted: pl.LazyFrame) -> pl.LazyFrame:
+    """Partials: (account_id, template_key, count) from events carrying TEMPLATE_KEYS."""
+    return (
+        fingerprinted.select(s.ACCOUNT_ID, pl.col(TEMPLATE_KEYS).alias(TEMPLATE_KEY))
+        .explode(TEMPLATE_KEY)
+        .drop_nulls(TEMPLATE_KEY)
+        .group_by(s.ACCOUNT_ID, TEMPLATE_KEY)
+        .agg(pl.len().cast(pl.Int64).alias(KEY_COUNT))
+    )
+
+
+def merge_template_key_counts(state: pl.LazyFrame, partials: pl.LazyFrame) -> pl.LazyFrame:
+    """Sum-merge key counts (exact in any batch split)."""
+    return pl.concat([state, partials]).group_by(s.ACCOUNT_ID, TEMPLATE_KEY).agg(pl.col(KEY_COUNT).sum())
+
+
+def recurring_template_links(
+    key_counts: pl.LazyFrame, prompts_per_account: pl.LazyFrame, *, min_count: int = 2, min_share: float = 0.2
+) -> pl.LazyFrame:
+    """Link values for the wrappers an account reuses: keys seen `min_count`+ times in `min_share`+ of its prompts.
+
+    A human rarely sends the same wrapper twice; a harvester wraps every question in one of a few.
+    `prompts_per_account` is (account_id, n_prompts) of the sampled prompts.
+    """
+    return (
+        key_counts.join(prompts_per_account, on=s.ACCOUNT_ID)
+        .filter((pl.col(KEY_COUNT) >= min_count) & (pl.col(KEY_COUNT) >= min_share * pl.col("n_prompts")))
+        .select(s.ACCOUNT_ID, pl.lit("template").alias(DIM), pl.col(TEMPLATE_KEY).cast(pl.String).alias(VALUE))
+    )
+
+
+def empty_template_key_state() -> pl.LazyFrame:
+    """Key-count state before any event."""
+    return pl.LazyFrame(schema=TEMPLATE_KEY_STATE_SCHEMA)
