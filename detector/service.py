@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from detector import repository
+from detector import audit, repository
 from detector.engine import Flag, Ring, TickOutcome
 
 
@@ -56,6 +56,19 @@ def ring_row(ring: Ring, *, now: datetime) -> dict[str, Any]:
     }
 
 
+def activity_row(flag: Flag, *, now: datetime) -> dict[str, Any]:
+    """The account_activity row of a flag: its latest score and event count in that event-time hour."""
+    return {
+        "account_id": flag.account_id,
+        "hour": flag.last_scored_ts.replace(minute=0, second=0, microsecond=0),
+        "score": round(flag.score, 6),
+        "n_events": flag.n_events,
+        "ring_id": flag.ring_id,
+        "action": flag.action,
+        "updated_at": now,
+    }
+
+
 def record_outcomes(outcomes: Iterable[TickOutcome], *, session: Session, now: datetime | None = None) -> int:
     """Store what the ticks changed: alerts upserted by key, rings replaced; returns alerts written."""
     now = now or datetime.now(UTC)
@@ -66,6 +79,15 @@ def record_outcomes(outcomes: Iterable[TickOutcome], *, session: Session, now: d
             flags[flag.alert_key] = flag
         for ring in outcome.rings:
             rings[ring.ring_id] = ring
-    repository.upsert_alerts([alert_row(f, now=now) for f in flags.values()], session=session)
+    # an analyst's false positive holds until its suppression expires: no update, no new alert
+    suppressed = repository.suppressed_accounts((f.account_id for f in flags.values()), session=session, now=now)
+    live = [f for f in flags.values() if f.account_id not in suppressed]
+    repository.upsert_alerts([alert_row(f, now=now) for f in live], session=session)
+    # flagged again after the suppression lapsed: back to the analysts (the label stays on record)
+    for alert in repository.reopen_false_positives([f.alert_key for f in live], session=session, now=now):
+        audit.record("alert.reopen", actor=audit.DETECTOR, target_type="alert", target_id=alert.id,
+                     session=session, comment="flagged again after its suppression expired", now=now)
     repository.upsert_rings([ring_row(r, now=now) for r in rings.values()], session=session)
-    return len(flags)
+    activity = {(r["account_id"], r["hour"]): r for r in (activity_row(f, now=now) for f in flags.values())}
+    repository.upsert_activity(list(activity.values()), session=session)
+    return len(live)
