@@ -1,7 +1,12 @@
 """Decisions out: every change of an account's action, to the compacted topic `account-decisions`.
 
 Gateways read the topic's latest value per key (account_id) to rate-limit or block. The detector
-publishes what its flags decide; the API publishes analysts' overrides through the same interface.
+publishes what its flags decide; the API publishes analysts' overrides through the same interface:
+
+    publisher = make_publisher(settings)        # or NullDecisionPublisher()
+    publisher.publish([Decision(...)])          # or JSON-ready mappings with account_id and action
+    publisher.flush()                           # returns once the broker has them (acks=all)
+    publisher.close()
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Protocol
 import orjson
 
 from core.schema import ACTIONS
+from core.settings import Settings
 from detector.engine import Flag
 
 log = logging.getLogger(__name__)
@@ -59,10 +65,35 @@ class Decision:
         return orjson.dumps(doc)
 
 
+# A decision as a Decision, or as a JSON-ready mapping with at least account_id and action (the
+# API's overrides): a mapping's other fields travel as they are, decided_at/score/ring_id/source
+# are filled in when missing.
+DecisionLike = Decision | Mapping[str, Any]
+
+
+def decision_message(decision: DecisionLike) -> tuple[bytes, bytes]:
+    """(key, value) of a decision's `account-decisions` message."""
+    if isinstance(decision, Decision):
+        return decision.account_id.encode(), decision.to_json()
+    doc = dict(decision)
+    account_id, action = doc.get("account_id"), doc.get("action")
+    if not isinstance(account_id, str) or not account_id:
+        raise ValueError("a decision needs an account_id")
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    decided_at = doc.get("decided_at") or doc.get("updated_at") or datetime.now(UTC)
+    doc["decided_at"] = rfc3339(decided_at) if isinstance(decided_at, datetime) else decided_at
+    doc.setdefault("reason", "")
+    doc.setdefault("score", None)
+    doc.setdefault("ring_id", None)
+    doc.setdefault("source", "analyst")
+    return account_id.encode(), orjson.dumps(doc, default=str)
+
+
 class DecisionPublisher(Protocol):
     """Where decisions go. `publish` may buffer; `flush` returns once everything is durable."""
 
-    def publish(self, decisions: Sequence[Decision]) -> None: ...
+    def publish(self, decisions: Sequence[DecisionLike]) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -75,7 +106,9 @@ class NullDecisionPublisher:
     def __init__(self) -> None:
         self.count = 0
 
-    def publish(self, decisions: Sequence[Decision]) -> None:
+    def publish(self, decisions: Sequence[DecisionLike]) -> None:
+        for d in decisions:
+            decision_message(d)  # the same validation as the real publisher
         self.count += len(decisions)
 
     def flush(self) -> None:
@@ -106,9 +139,10 @@ class KafkaDecisionPublisher:
         config.update(producer_config or {})
         self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), **config)
 
-    def publish(self, decisions: Sequence[Decision]) -> None:
+    def publish(self, decisions: Sequence[DecisionLike]) -> None:
         for d in decisions:
-            self._producer.send(self.topic, key=d.account_id.encode(), value=d.to_json())
+            key, value = decision_message(d)
+            self._producer.send(self.topic, key=key, value=value)
         self.count += len(decisions)
 
     def flush(self) -> None:
@@ -117,6 +151,11 @@ class KafkaDecisionPublisher:
     def close(self) -> None:
         self._producer.flush()
         self._producer.close()
+
+
+def make_publisher(settings: Settings, *, topic: str = DECISIONS_TOPIC) -> KafkaDecisionPublisher:
+    """The Kafka publisher on the configured broker (DISTILLGUARD_KAFKA_BOOTSTRAP)."""
+    return KafkaDecisionPublisher(settings.kafka_bootstrap, topic=topic)
 
 
 def ensure_compacted_topic(bootstrap_servers: str, topic: str, *, partitions: int = 4) -> bool:
