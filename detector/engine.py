@@ -46,6 +46,7 @@ class DetectorConfig:
     solo_threshold: float = 0.97
     solo_min_events: int = 100
     solo_template_share: float = 0.5
+    solo_min_prompts: int = 12
     min_ring_size: int = 3
     # ring score = mean targeted share x (0.5 + 0.5 x mean anomaly score); rings at or above are flagged
     ring_threshold: float = 0.5
@@ -295,6 +296,8 @@ class DetectionEngine:
             & (n_events >= self.config.solo_min_events)
             & (rows.get_column(pr.TARGETED_SHARE).to_numpy() >= self.config.targeted_candidate_share)
             & (rows.get_column(pr.TOP_TEMPLATE_SHARE).to_numpy() >= self.config.solo_template_share)
+            # a template share measured on a handful of prompts is noise (a harness warming up)
+            & (rows.get_column(pr.N_PROMPTS).to_numpy() >= self.config.solo_min_prompts)
         )
         for i in np.flatnonzero(solo):
             acct = id_list[i]

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.errors import DistillguardError
+from core.errors import DistillguardError, InputError
 from core.logging import configure_logging
 from core.settings import Settings
 
@@ -212,6 +212,53 @@ def db_upgrade(
 
 
 @app.command()
+def evaluate(
+    truth: Annotated[Path, typer.Option(help="truth.json written by `simulate`.")],
+    report: Annotated[Path, typer.Option(help="report.json written by `replay --report`.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """Score a report against the simulator's truth: precision, recall, false positives, time to detection."""
+    from detector.evaluate import evaluate as run_evaluate
+
+    _settings()
+    with _fail_cleanly():
+        for path in (truth, report):
+            if not path.is_file():
+                raise InputError(f"file not found: {path}")
+        try:
+            figures = run_evaluate(orjson.loads(truth.read_bytes()), orjson.loads(report.read_bytes()))
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InputError(f"cannot read truth or report: {exc}") from exc
+    _print_evaluation(figures)
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+
+
+def _print_evaluation(figures: dict[str, Any]) -> None:
+    a = figures["accounts"]
+    table = Table(title="Accounts")
+    for col in ("flagged", "precision", "recall", "benign FP rate", "false positives"):
+        table.add_column(col)
+    table.add_row(str(a["flagged"]), f"{a['precision']:.3f}", f"{a['recall']:.3f}",
+                  f"{a['benign_false_positive_rate']:.4%}", str(a["false_positives"]))
+    out.print(table)
+    camp = Table(title="Campaigns")
+    for col in ("campaign", "style", "accounts", "caught", "recall", "minutes to first detection"):
+        camp.add_column(col)
+    for c in figures["campaigns"]:
+        delay = c["minutes_to_first_detection"]
+        camp.add_row(c["campaign_id"], c["style"], str(c["accounts"]), str(c["caught"]), f"{c['recall']:.3f}",
+                     "-" if delay is None else f"{delay:.1f}")
+    out.print(camp)
+    look = Table(title="Legitimate look-alikes")
+    for col in ("group", "kind", "accounts", "flagged", "share"):
+        look.add_column(col)
+    for g in figures["lookalikes"]:
+        look.add_row(g["group_id"], g["kind"], str(g["accounts"]), str(g["flagged"]), f"{g['flagged_share']:.1%}")
+    out.print(look)
+
+
+@app.command()
 def demo(
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
     accounts: Annotated[int, typer.Option(help="Benign population size.")] = 3000,
@@ -230,6 +277,9 @@ def demo(
                       report=data / "report.json")
     truth = orjson.loads((data / "truth.json").read_bytes())
     _print_summary(doc, truth)
+    from detector.evaluate import evaluate as run_evaluate
+
+    _print_evaluation(run_evaluate(truth, doc))
     if serve_api:
         _serve(settings)
 

@@ -24,15 +24,18 @@ SAMPLE_RANK = "_sample_rank"
 
 
 def prompt_sample(events: pl.LazyFrame, *, per_account: int) -> pl.LazyFrame:
-    """At most `per_account` events per account, chosen by a hash of event_id.
+    """At most `per_account` distinct prompts per account, chosen by a hash of event_id.
 
     Fingerprinting every prompt of a heavy account adds nothing its first few prompts of a tick
     do not already say; the hash makes the choice a function of the events alone, so any batch
     split samples the same events.
     """
+    h = pl.col(s.EVENT_ID).hash(seed=17)
     return (
         events.filter(pl.col(s.PROMPT).is_not_null())
-        .with_columns(pl.col(s.EVENT_ID).hash(seed=17).rank("ordinal").over(s.ACCOUNT_ID).alias(SAMPLE_RANK))
+        # the same text sent again (retries, pass@k runs of one question) is one prompt, not a template
+        .filter(h == h.min().over(s.ACCOUNT_ID, s.PROMPT))
+        .with_columns(h.rank("ordinal").over(s.ACCOUNT_ID).alias(SAMPLE_RANK))
         .filter(pl.col(SAMPLE_RANK) <= per_account)
         .drop(SAMPLE_RANK)
     )

@@ -254,7 +254,13 @@ _REASONING = (
     r"\bjustify your (?:answer|reasoning)|\bthink (?:carefully|logically|through|it through|this through|"
     r"about (?:this|it) (?:carefully|step))|\blet'?s think\b|\blet us think\b|\breason (?:through|carefully|"
     r"about it)|\bwalk (?:me )?through (?:your|the) (?:reasoning|steps|solution)|\bthought process\b|"
-    r"\bthink before\b|<think>|\breasoning (?:steps|trace|chain)\b|\bshow (?:the|all) steps\b"
+    r"\bthink before\b|<think>|\breasoning (?:steps|trace|chain)\b|\bshow (?:the|all) steps\b|"
+    # elicitation phrasings seen in harvesting wrappers: intermediate work, boxed answers, thinking aloud
+    r"\bthink(?:ing)? (?:out loud|aloud)\b|\bintermediate (?:step|calculation|result|reasoning)s?\b|"
+    r"\bwithout skipping (?:any )?steps?\b|\b(?:break|split|decompose) (?:the|this) (?:\w+ ){0,2}into "
+    r"(?:small(?:er)? )?steps\b|\bone step at a time\b|\b(?:go|work) through (?:your|the|this|it)\b.{0,40}"
+    r"\b(?:reasoning|steps|carefully|thoroughly|detail|step)\b|\bafter your reasoning\b|\\\\?boxed|"
+    r"\b(?:full|complete|detailed) (?:reasoning|derivation|working|chain of thought)\b"
 )
 _CODING = (
     r"<code>|\bdef \w+\(|\bfunction \w*\s*\(|#include\b|\bimport \w+|\bconsole\.log\b|\bpublic static\b|"
