@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import create_engine, pool
 
 import detector.models  # noqa: F401  (registers the tables on Base.metadata)
+from alembic import context
 from core.db import Base
 from core.settings import Settings
 

@@ -17,9 +17,7 @@ class _StructuredFormatter(logging.Formatter):
         self.as_json = as_json
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")
-        }
+        fields: dict[str, Any] = {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
         if self.as_json:
             doc = {
                 "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),

@@ -242,13 +242,17 @@ class DetectionEngine:
         self.template_state = pr.merge_template_counts(
             self.template_state.lazy(), pr.template_counts(fp.lazy())
         ).collect()
-        self.key_state = cl.merge_template_key_counts(self.key_state.lazy(), cl.template_key_counts(fp.lazy())).collect()
+        self.key_state = cl.merge_template_key_counts(
+            self.key_state.lazy(), cl.template_key_counts(fp.lazy())
+        ).collect()
 
     @staticmethod
     def _prompt_features(template_state: pl.LazyFrame) -> pl.LazyFrame:
-        return pr.template_share(template_state).join(
-            pr.capability_mix(template_state), on=s.ACCOUNT_ID, how="left"
-        ).select(s.ACCOUNT_ID, pr.N_PROMPTS, *PROMPT_FEATURES)
+        return (
+            pr.template_share(template_state)
+            .join(pr.capability_mix(template_state), on=s.ACCOUNT_ID, how="left")
+            .select(s.ACCOUNT_ID, pr.N_PROMPTS, *PROMPT_FEATURES)
+        )
 
     def _maybe_fit(self, tick: datetime, eligible: pl.DataFrame) -> bool:
         """Refit on the whole eligible population when it has grown or the model is old."""
@@ -329,14 +333,16 @@ class DetectionEngine:
             (pl.col(pr.TARGETED_SHARE) >= self.config.targeted_candidate_share)
             & (pl.col(pr.N_PROMPTS) >= self.config.min_prompts)
         ).get_column(s.ACCOUNT_ID)
-        suspicious = pl.concat(
-            [anomalous, targeted, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]
-        ).unique().sort()
+        suspicious = (
+            pl.concat([anomalous, targeted, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]).unique().sort()
+        )
         on_the_hour = tick.minute == 0 and tick.second == 0
         if not (force or on_the_hour or not suspicious.equals(self._last_suspicious)):
             return [], []
         self._last_suspicious = suspicious
-        prompts_per_account = self.template_state.lazy().group_by(s.ACCOUNT_ID).agg(pl.col(pr.N).sum().alias("n_prompts"))
+        prompts_per_account = (
+            self.template_state.lazy().group_by(s.ACCOUNT_ID).agg(pl.col(pr.N).sum().alias("n_prompts"))
+        )
         templates = cl.recurring_template_links(self.key_state.lazy(), prompts_per_account).collect()
         links = pl.concat([self.distinct_state, templates])
         members, evidence = candidate_rings(links, suspicious, min_size=self.config.min_ring_size)

@@ -6,8 +6,8 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from core.schema import TRUTH_SCHEMA_ID
 from core.errors import InputError
+from core.schema import TRUTH_SCHEMA_ID
 
 
 def _ts(value: str) -> datetime:
@@ -42,8 +42,15 @@ def evaluate(truth: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
     for g in truth.get("lookalikes", []):
         members = set(g["accounts"])
         n_fp = len(members & set(flagged))
-        groups.append({"group_id": g["group_id"], "kind": g["kind"], "accounts": len(members),
-                       "flagged": n_fp, "flagged_share": n_fp / len(members) if members else 0.0})
+        groups.append(
+            {
+                "group_id": g["group_id"],
+                "kind": g["kind"],
+                "accounts": len(members),
+                "flagged": n_fp,
+                "flagged_share": n_fp / len(members) if members else 0.0,
+            }
+        )
     out["lookalikes"] = groups
     campaigns = []
     by_style: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -53,11 +60,16 @@ def evaluate(truth: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
         first = min((_ts(flagged[a]["first_flagged_ts"]) for a in caught), default=None)
         start = _ts(c["start_ts"])
         delay = (first - start).total_seconds() / 60.0 if first is not None else None
-        campaigns.append({
-            "campaign_id": c["campaign_id"], "style": c["style"], "accounts": len(members),
-            "caught": len(caught), "recall": len(caught) / len(members) if members else 1.0,
-            "minutes_to_first_detection": round(delay, 1) if delay is not None else None,
-        })
+        campaigns.append(
+            {
+                "campaign_id": c["campaign_id"],
+                "style": c["style"],
+                "accounts": len(members),
+                "caught": len(caught),
+                "recall": len(caught) / len(members) if members else 1.0,
+                "minutes_to_first_detection": round(delay, 1) if delay is not None else None,
+            }
+        )
         by_style[c["style"]][0] += len(caught)
         by_style[c["style"]][1] += len(members)
     out["campaigns"] = campaigns

@@ -122,7 +122,9 @@ class AccountEnsemble:
         x = np.asarray(x, dtype=np.float64)
         n = self.train_sorted_.shape[0]
         below = np.array([np.searchsorted(self.train_sorted_[:, i], x[i], side="left") for i in range(len(x))]) / n
-        above = 1.0 - np.array([np.searchsorted(self.train_sorted_[:, i], x[i], side="right") for i in range(len(x))]) / n
+        above = (
+            1.0 - np.array([np.searchsorted(self.train_sorted_[:, i], x[i], side="right") for i in range(len(x))]) / n
+        )
         # how far out the account sits: the share of accounts strictly on the other side of it
         extremeness = np.maximum(below, above)
         order = np.argsort(-extremeness, kind="stable")[:top]
@@ -135,7 +137,10 @@ class AccountEnsemble:
                     feature=self.features[i],
                     value=float(x[i]),
                     baseline=float(self.raw_median_[i]),
-                    detail=f"{'higher' if higher else 'lower'} than {share:.1%} of accounts (median {self.raw_median_[i]:.3g})",
+                    detail=(
+                        f"{'higher' if higher else 'lower'} than {share:.1%} of accounts "
+                        f"(median {self.raw_median_[i]:.3g})"
+                    ),
                 )
             )
         return out

@@ -59,12 +59,8 @@ def candidate_rings(
         return empty_members, empty_evidence
     sus = pl.DataFrame({s.ACCOUNT_ID: suspicious.unique()}).with_columns(pl.lit(True).alias("_sus"))
     scoped = links.filter(pl.col(DIM).is_in(list(dims))).join(sus, on=s.ACCOUNT_ID, how="left")
-    popularity = scoped.group_by(DIM, VALUE).agg(
-        pl.len().alias("_n_all"), pl.col("_sus").sum().alias("_n_sus")
-    )
-    linking = popularity.filter(
-        (pl.col("_n_sus") >= 2) & (pl.col("_n_sus") / pl.col("_n_all") >= min_suspicious_share)
-    )
+    popularity = scoped.group_by(DIM, VALUE).agg(pl.len().alias("_n_all"), pl.col("_sus").sum().alias("_n_sus"))
+    linking = popularity.filter((pl.col("_n_sus") >= 2) & (pl.col("_n_sus") / pl.col("_n_all") >= min_suspicious_share))
     edges = scoped.filter(pl.col("_sus").fill_null(False)).join(linking.select(DIM, VALUE), on=[DIM, VALUE])
     if edges.height == 0:
         return empty_members, empty_evidence
@@ -80,8 +76,10 @@ def candidate_rings(
     # an account tied to the others by a single shared value may be a coincidence (one proxy
     # address, one common phrase); ring members must share at least `min_degree` values
     degree = e.group_by(s.ACCOUNT_ID).agg(pl.len().alias("_deg"))
-    comp = a_index.with_columns(pl.Series("_c", labels[:n_a])).join(degree, on=s.ACCOUNT_ID).filter(
-        pl.col("_deg") >= min_degree
+    comp = (
+        a_index.with_columns(pl.Series("_c", labels[:n_a]))
+        .join(degree, on=s.ACCOUNT_ID)
+        .filter(pl.col("_deg") >= min_degree)
     )
     sized = comp.with_columns(pl.len().over("_c").alias(RING_SIZE)).filter(pl.col(RING_SIZE) >= min_size)
     if sized.height == 0:

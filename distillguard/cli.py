@@ -64,12 +64,17 @@ def _progress() -> Progress:
 
 @app.command()
 def simulate(
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory for events.jsonl.gz, accounts.jsonl.gz, truth.json.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Directory for events.jsonl.gz, accounts.jsonl.gz, truth.json.")
+    ],
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 7,
     accounts: Annotated[int, typer.Option(help="Benign population size (look-alikes and rings scale with it).")] = 3000,
     days: Annotated[float, typer.Option(help="Length of the simulated window in days.")] = 2.0,
     events: Annotated[int | None, typer.Option(help="Aim for about this many events (scales benign volume).")] = None,
-    corpus: Annotated[Path | None, typer.Option(help="Prompt corpus (prompts.jsonl.gz); default: found next to the repo, else built-in prompts.")] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Prompt corpus (prompts.jsonl.gz); default: found next to the repo, else built-in prompts."),
+    ] = None,
     parquet: Annotated[bool, typer.Option(help="Also write events.parquet.")] = False,
 ) -> None:
     """Write labelled synthetic API logs with planted extraction rings and legitimate look-alikes."""
@@ -83,8 +88,14 @@ def simulate(
             bar.update(task, description=f"simulating: {stage}", completed=int(fraction * 100))
 
         summary = run_simulation(
-            seed=seed, out_dir=out_dir, accounts=accounts, days=days, target_events=events,
-            corpus=corpus or settings.prompts_corpus, progress=on_progress, parquet=parquet,
+            seed=seed,
+            out_dir=out_dir,
+            accounts=accounts,
+            days=days,
+            target_events=events,
+            corpus=corpus or settings.prompts_corpus,
+            progress=on_progress,
+            parquet=parquet,
         )
         bar.update(task, completed=100)
     out.print(f"wrote {summary.n_events:,} events to {out_dir}")
@@ -92,11 +103,21 @@ def simulate(
 
 @app.command()
 def replay(
-    files: Annotated[list[Path], typer.Argument(help="Event files: NDJSON, NDJSON.gz or Parquet (CONTRACT.md section 1).")],
-    accounts: Annotated[Path | None, typer.Option(help="Account events file (CONTRACT.md section 2) for enrichment.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write the detection report (CONTRACT.md section 3) here.")] = None,
-    archive: Annotated[Path | None, typer.Option(help="Keep accepted events (unknown fields in `extra`) as Parquet here.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Events per processing batch (DISTILLGUARD_BATCH_SIZE).")] = None,
+    files: Annotated[
+        list[Path], typer.Argument(help="Event files: NDJSON, NDJSON.gz or Parquet (CONTRACT.md section 1).")
+    ],
+    accounts: Annotated[
+        Path | None, typer.Option(help="Account events file (CONTRACT.md section 2) for enrichment.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the detection report (CONTRACT.md section 3) here.")
+    ] = None,
+    archive: Annotated[
+        Path | None, typer.Option(help="Keep accepted events (unknown fields in `extra`) as Parquet here.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Events per processing batch (DISTILLGUARD_BATCH_SIZE).")
+    ] = None,
     database_url: Annotated[str | None, typer.Option(help="Database URL (DISTILLGUARD_DATABASE_URL).")] = None,
 ) -> None:
     """Replay event files in event-time order: detect rings, store alerts, write the report.
@@ -108,8 +129,9 @@ def replay(
     _print_summary(doc)
 
 
-def _run_replay(files: list[Path], *, settings: Settings, accounts: Path | None, report: Path | None,
-                archive: Path | None = None) -> dict[str, Any]:
+def _run_replay(
+    files: list[Path], *, settings: Settings, accounts: Path | None, report: Path | None, archive: Path | None = None
+) -> dict[str, Any]:
     from ingest.replay import replay as run_replay
 
     with _fail_cleanly(), _progress() as bar:
@@ -123,7 +145,9 @@ def _run_replay(files: list[Path], *, settings: Settings, accounts: Path | None,
             elapsed = max((datetime.now() - started).total_seconds(), 1e-6)
             bar.update(task, completed=done, rate=f"{done / elapsed:,.0f} events/s")
 
-        result = run_replay(files, settings=settings, accounts=accounts, report_path=report, archive_dir=archive, progress=on_batch)
+        result = run_replay(
+            files, settings=settings, accounts=accounts, report_path=report, archive_dir=archive, progress=on_batch
+        )
     for path in result.rejected_files:
         console.print(f"[yellow]rejected records:[/yellow] {path}")
     if report is not None:
@@ -146,7 +170,9 @@ def _print_summary(doc: dict[str, Any], truth: dict[str, Any] | None = None) -> 
     for r in doc["rings"]:
         row = [r["ring_id"], str(r["size"]), f"{r['score']:.3f}", r["first_flagged_ts"], "\n".join(r["evidence"][:3])]
         if labels:
-            groups = Counter(str(labels.get(m, {}).get("group") or labels.get(m, {}).get("label")) for m in r.get("members", []))
+            groups = Counter(
+                str(labels.get(m, {}).get("group") or labels.get(m, {}).get("label")) for m in r.get("members", [])
+            )
             row.append(", ".join(f"{g} x{n}" for g, n in groups.most_common(3)))
         rings.add_row(*row)
     out.print(rings)
@@ -171,8 +197,10 @@ def _print_summary(doc: dict[str, Any], truth: dict[str, Any] | None = None) -> 
         tp = len(flagged_ids & attackers)
         precision = tp / len(flagged_ids) if flagged_ids else 0.0
         recall = tp / len(attackers) if attackers else 0.0
-        out.print(f"against the simulator's truth: precision {precision:.3f}, recall {recall:.3f} "
-                  f"({tp} of {len(attackers)} attacker accounts, {len(flagged_ids) - tp} false positives)")
+        out.print(
+            f"against the simulator's truth: precision {precision:.3f}, recall {recall:.3f} "
+            f"({tp} of {len(attackers)} attacker accounts, {len(flagged_ids) - tp} false positives)"
+        )
 
 
 @app.command()
@@ -239,16 +267,27 @@ def _print_evaluation(figures: dict[str, Any]) -> None:
     table = Table(title="Accounts")
     for col in ("flagged", "precision", "recall", "benign FP rate", "false positives"):
         table.add_column(col)
-    table.add_row(str(a["flagged"]), f"{a['precision']:.3f}", f"{a['recall']:.3f}",
-                  f"{a['benign_false_positive_rate']:.4%}", str(a["false_positives"]))
+    table.add_row(
+        str(a["flagged"]),
+        f"{a['precision']:.3f}",
+        f"{a['recall']:.3f}",
+        f"{a['benign_false_positive_rate']:.4%}",
+        str(a["false_positives"]),
+    )
     out.print(table)
     camp = Table(title="Campaigns")
     for col in ("campaign", "style", "accounts", "caught", "recall", "minutes to first detection"):
         camp.add_column(col)
     for c in figures["campaigns"]:
         delay = c["minutes_to_first_detection"]
-        camp.add_row(c["campaign_id"], c["style"], str(c["accounts"]), str(c["caught"]), f"{c['recall']:.3f}",
-                     "-" if delay is None else f"{delay:.1f}")
+        camp.add_row(
+            c["campaign_id"],
+            c["style"],
+            str(c["accounts"]),
+            str(c["caught"]),
+            f"{c['recall']:.3f}",
+            "-" if delay is None else f"{delay:.1f}",
+        )
     out.print(camp)
     look = Table(title="Legitimate look-alikes")
     for col in ("group", "kind", "accounts", "flagged", "share"):
@@ -269,12 +308,17 @@ def demo(
     """Simulate traffic with planted rings, detect them, show the result, serve the API on SQLite."""
     base = _settings()
     data = base.data_dir / "demo"
-    db_url = base.database_url if "DISTILLGUARD_DATABASE_URL" in __import__("os").environ else f"sqlite:///{data / 'demo.db'}"
+    db_url = (
+        base.database_url
+        if "DISTILLGUARD_DATABASE_URL" in __import__("os").environ
+        else f"sqlite:///{data / 'demo.db'}"
+    )
     settings = _settings(database_url=db_url, api_port=port)
     data.mkdir(parents=True, exist_ok=True)
     simulate(out_dir=data, seed=seed, accounts=accounts, days=days, events=None, corpus=None, parquet=False)
-    doc = _run_replay([data / "events.jsonl.gz"], settings=settings, accounts=data / "accounts.jsonl.gz",
-                      report=data / "report.json")
+    doc = _run_replay(
+        [data / "events.jsonl.gz"], settings=settings, accounts=data / "accounts.jsonl.gz", report=data / "report.json"
+    )
     truth = orjson.loads((data / "truth.json").read_bytes())
     _print_summary(doc, truth)
     from detector.evaluate import evaluate as run_evaluate

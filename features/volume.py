@@ -62,13 +62,37 @@ VOLUME_FEATURES = (
     ENDPOINT_COUNT,
 )
 
-_SUMMED = (N_EVENTS, N_ERRORS, N_THROTTLED, PROMPT_TOKENS_SUM, COMPLETION_TOKENS_SUM, N_GAPS, GAP_SUM,
-           GAP_SQ_SUM, ACTIVE_BUCKETS, *HOUR_COLS)
+_SUMMED = (
+    N_EVENTS,
+    N_ERRORS,
+    N_THROTTLED,
+    PROMPT_TOKENS_SUM,
+    COMPLETION_TOKENS_SUM,
+    N_GAPS,
+    GAP_SUM,
+    GAP_SQ_SUM,
+    ACTIVE_BUCKETS,
+    *HOUR_COLS,
+)
 
 VOLUME_STATE_SCHEMA: dict[str, pl.DataType] = {
     s.ACCOUNT_ID: pl.String(),
-    **{c: pl.Int64() for c in (N_EVENTS, N_ERRORS, N_THROTTLED, PROMPT_TOKENS_SUM, COMPLETION_TOKENS_SUM,
-                               N_GAPS, ACTIVE_BUCKETS, PEAK_BUCKET_EVENTS, GAP_SUM, GAP_SQ_SUM, *HOUR_COLS)},
+    **{
+        c: pl.Int64()
+        for c in (
+            N_EVENTS,
+            N_ERRORS,
+            N_THROTTLED,
+            PROMPT_TOKENS_SUM,
+            COMPLETION_TOKENS_SUM,
+            N_GAPS,
+            ACTIVE_BUCKETS,
+            PEAK_BUCKET_EVENTS,
+            GAP_SUM,
+            GAP_SQ_SUM,
+            *HOUR_COLS,
+        )
+    },
     FIRST_TS: s.TS_DTYPE,
     LAST_TS: s.TS_DTYPE,
 }
@@ -88,9 +112,7 @@ def volume_partials(events: pl.LazyFrame, last_seen: pl.LazyFrame, *, every: str
     `last_seen` (account_id, last_ts) carries each account's previous event time, so the first
     inter-arrival gap of the tick is measured from the previous tick's last event.
     """
-    ev = events.select(
-        s.ACCOUNT_ID, s.TS, s.STATUS, s.PROMPT_TOKENS, s.COMPLETION_TOKENS
-    ).sort(s.ACCOUNT_ID, s.TS)
+    ev = events.select(s.ACCOUNT_ID, s.TS, s.STATUS, s.PROMPT_TOKENS, s.COMPLETION_TOKENS).sort(s.ACCOUNT_ID, s.TS)
     prev = last_seen.select(s.ACCOUNT_ID, pl.col(LAST_TS).alias("_prev_ts"))
     gaps = (
         ev.with_columns(pl.col(s.TS).shift(1).over(s.ACCOUNT_ID).alias("_prev_in_tick"))
@@ -128,9 +150,7 @@ def distinct_partials(events: pl.LazyFrame) -> pl.LazyFrame:
     """Distinct (account, dimension, value) triples seen in a tick (IPs, /24s, agents, models, endpoints)."""
     ev = events.with_columns(ip_prefix(pl.col(s.IP)).alias(IP_PREFIX))
     parts = [
-        ev.select(s.ACCOUNT_ID, pl.lit(d).alias(DIM), pl.col(d).cast(pl.String).alias(VALUE))
-        .drop_nulls(VALUE)
-        .unique()
+        ev.select(s.ACCOUNT_ID, pl.lit(d).alias(DIM), pl.col(d).cast(pl.String).alias(VALUE)).drop_nulls(VALUE).unique()
         for d in DISTINCT_DIMS
     ]
     return pl.concat(parts)
@@ -202,9 +222,14 @@ def volume_features(state: pl.LazyFrame, distinct: pl.LazyFrame, *, every: str) 
             (n / (pl.col(ACTIVE_BUCKETS) * bucket_hours)).alias(EVENTS_PER_ACTIVE_HOUR),
             (pl.col(PEAK_BUCKET_EVENTS) / (n / pl.col(ACTIVE_BUCKETS))).alias(PEAK_BURST_RATIO),
             # 1 for perfectly even spacing (a cron job), towards 0 for bursty human sessions
-            pl.when(pl.col(N_GAPS) >= 3).then(1.0 / (1.0 + cv.fill_nan(0.0))).otherwise(0.0).alias(INTER_ARRIVAL_REGULARITY),
+            pl.when(pl.col(N_GAPS) >= 3)
+            .then(1.0 / (1.0 + cv.fill_nan(0.0)))
+            .otherwise(0.0)
+            .alias(INTER_ARRIVAL_REGULARITY),
             _entropy_of(HOUR_COLS).alias(HOUR_OF_DAY_ENTROPY),
-            (pl.col(COMPLETION_TOKENS_SUM) / (pl.col(PROMPT_TOKENS_SUM) + 1)).fill_null(0.0).alias(COMPLETION_PROMPT_RATIO),
+            (pl.col(COMPLETION_TOKENS_SUM) / (pl.col(PROMPT_TOKENS_SUM) + 1))
+            .fill_null(0.0)
+            .alias(COMPLETION_PROMPT_RATIO),
             (pl.col(N_ERRORS) / n).alias(ERROR_RATE),
             (pl.col(f"_n_{s.IP}") / n).alias(IP_DIVERSITY),
             (pl.col(f"_n_{IP_PREFIX}") / n).alias(PREFIX_DIVERSITY),

@@ -91,9 +91,7 @@ def empty_rejected() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECTED_SCHEMA)
 
 
-def _decode_one(
-    raw: bytes | str, kind: RecordKind, max_bytes: int
-) -> tuple[dict[str, Any] | None, str | None]:
+def _decode_one(raw: bytes | str, kind: RecordKind, max_bytes: int) -> tuple[dict[str, Any] | None, str | None]:
     """Parse one record and check JSON types; returns (row, None) or (None, reason)."""
     if len(raw) > max_bytes:
         return None, f"oversized record: {len(raw)} bytes > {max_bytes}"
@@ -137,9 +135,9 @@ def _decode_one(
 
 
 def _tname(value: object) -> str:
-    return {
-        dict: "object", list: "array", str: "string", bool: "boolean", float: "number", int: "integer"
-    }.get(type(value), type(value).__name__)
+    return {dict: "object", list: "array", str: "string", bool: "boolean", float: "number", int: "integer"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def decode_records(
@@ -213,7 +211,12 @@ def validate_frame(frame: pl.DataFrame, *, kind: RecordKind = EVENTS, source: st
         if req == s.TS:
             continue
         checks.append((pl.col(req).is_null(), f"missing required field: {req}"))
-    checks.append((pl.col("_ts_raw_present") & pl.col(s.TS).is_null(), "unparseable ts: not RFC 3339 with a zone nor epoch milliseconds"))
+    checks.append(
+        (
+            pl.col("_ts_raw_present") & pl.col(s.TS).is_null(),
+            "unparseable ts: not RFC 3339 with a zone nor epoch milliseconds",
+        )
+    )
     checks.append((~pl.col("_ts_raw_present"), f"missing required field: {s.TS}"))
     for f in kind.id_fields:
         n = pl.col(f).str.len_chars()
@@ -222,12 +225,17 @@ def validate_frame(frame: pl.DataFrame, *, kind: RecordKind = EVENTS, source: st
         checks.append((pl.col(f) < 0, f"invalid {f}: must be >= 0"))
     if s.STATUS in kind.int_fields:
         checks.append(
-            (pl.col(s.STATUS).is_not_null() & ((pl.col(s.STATUS) < 100) | (pl.col(s.STATUS) > 599)),
-             "invalid status: not an HTTP status code")
+            (
+                pl.col(s.STATUS).is_not_null() & ((pl.col(s.STATUS) < 100) | (pl.col(s.STATUS) > 599)),
+                "invalid status: not an HTTP status code",
+            )
         )
     for f, allowed in kind.enums.items():
         checks.append(
-            (pl.col(f).is_not_null() & ~pl.col(f).is_in(list(allowed)), f"invalid {f}: must be one of {', '.join(allowed)}")
+            (
+                pl.col(f).is_not_null() & ~pl.col(f).is_in(list(allowed)),
+                f"invalid {f}: must be one of {', '.join(allowed)}",
+            )
         )
     for f in kind.ip_fields:
         ok = pl.col(f).str.contains(_IPV4) | pl.col(f).str.contains(_IPV6)
@@ -239,9 +247,7 @@ def validate_frame(frame: pl.DataFrame, *, kind: RecordKind = EVENTS, source: st
     frame = frame.with_columns(reason.alias(REASON))
     where = pl.col(SOURCE) if SOURCE in frame.columns else pl.lit(source, dtype=pl.String)
     rejected = frame.filter(pl.col(REASON).is_not_null()).select(RAW, REASON, where.alias(SOURCE))
-    accepted = frame.filter(pl.col(REASON).is_null()).select(
-        [pl.col(c).cast(dt) for c, dt in kind.schema.items()]
-    )
+    accepted = frame.filter(pl.col(REASON).is_null()).select([pl.col(c).cast(dt) for c, dt in kind.schema.items()])
     return ValidatedBatch(accepted=accepted, rejected=rejected)
 
 
@@ -259,7 +265,11 @@ def _parse_ts(frame: pl.DataFrame, kind: RecordKind) -> list[pl.Expr]:
     else:
         parsed = pl.lit(None, dtype=s.TS_DTYPE)
     from_epoch = (
-        pl.when(epoch.is_between(0, _EPOCH_MS_MAX)).then(epoch).otherwise(None).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+        pl.when(epoch.is_between(0, _EPOCH_MS_MAX))
+        .then(epoch)
+        .otherwise(None)
+        .cast(pl.Datetime("ms"))
+        .dt.replace_time_zone("UTC")
     )
     present = pl.col(s.TS).is_not_null() | epoch.is_not_null()
     return [

@@ -95,7 +95,10 @@ def replay(
             n_account_events = acc.height
             if acc.height:
                 detection.add_account_events(acc)
-            log.info("account events loaded", extra={"accepted": acc.height, "rejected": n_bad, "rejected_file": str(acc_rejected)})
+            log.info(
+                "account events loaded",
+                extra={"accepted": acc.height, "rejected": n_bad, "rejected_file": str(acc_rejected)},
+            )
         pipeline = Pipeline(engine=detection, sessions=make_sessionmaker(engine), archive_dir=archive_dir)
         sources = [FileSource(f) for f in files]
         if len(sources) > 1:

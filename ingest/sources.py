@@ -58,7 +58,9 @@ class FileSource:
                     lines.append(stripped)
                     positions.append(f"{name}:{lineno}")
                     if len(lines) >= batch_size:
-                        yield decode_records(lines, kind=self.kind, source=name, positions=positions, max_bytes=max_bytes)
+                        yield decode_records(
+                            lines, kind=self.kind, source=name, positions=positions, max_bytes=max_bytes
+                        )
                         lines, positions = [], []
             except (OSError, EOFError) as exc:
                 # a truncated gzip keeps what was read and reports the damage instead of crashing

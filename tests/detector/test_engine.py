@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -18,11 +19,44 @@ def small_population(seed: int = 0) -> pl.DataFrame:
     """120 human-ish accounts and a 12-account ring sharing a /24, a user agent and a steady cadence."""
     rng = np.random.default_rng(seed)
     start = datetime(2026, 5, 1, tzinfo=UTC)
-    rows: dict[str, list[object]] = {c: [] for c in ("event_id", "ts", "account_id", "ip", "user_agent", "model",
-                                                      "endpoint", "prompt_tokens", "completion_tokens", "status",
-                                                      "prompt")}
-    words = ["garden", "river", "budget", "poem", "email", "recipe", "travel", "history", "physics", "guitar",
-             "resume", "birthday", "weather", "movie", "novel", "tax", "dog", "coffee", "painting", "chess"]
+    rows: dict[str, list[object]] = {
+        c: []
+        for c in (
+            "event_id",
+            "ts",
+            "account_id",
+            "ip",
+            "user_agent",
+            "model",
+            "endpoint",
+            "prompt_tokens",
+            "completion_tokens",
+            "status",
+            "prompt",
+        )
+    }
+    words = [
+        "garden",
+        "river",
+        "budget",
+        "poem",
+        "email",
+        "recipe",
+        "travel",
+        "history",
+        "physics",
+        "guitar",
+        "resume",
+        "birthday",
+        "weather",
+        "movie",
+        "novel",
+        "tax",
+        "dog",
+        "coffee",
+        "painting",
+        "chess",
+    ]
     n = 0
     for a in range(120):
         k = int(rng.integers(6, 40))
@@ -98,7 +132,7 @@ def test_planted_ring_is_flagged_as_one_ring_and_humans_are_not() -> None:
 @given(st.lists(st.integers(min_value=1, max_value=EVENTS.height - 1), min_size=1, max_size=6, unique=True))
 def test_batch_boundaries_do_not_change_flags(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), EVENTS.height]
-    batches = [EVENTS.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
+    batches = [EVENTS.slice(a, b - a) for a, b in itertools.pairwise(bounds)]
     engine = run(batches)
     assert flags_of(engine) == flags_of(ONE_PASS)
     assert engine.volume_state.sort(s.ACCOUNT_ID).equals(ONE_PASS.volume_state.sort(s.ACCOUNT_ID))

@@ -66,7 +66,10 @@ def test_timestamp_forms(ts: object, expected: datetime) -> None:
 def test_unknown_fields_are_kept_as_extra() -> None:
     batch = decode_records([line(region="eu-west", trace={"id": 7, "tags": ["a"]})])
     assert batch.rejected.height == 0
-    assert orjson.loads(batch.accepted.get_column("extra").item()) == {"region": "eu-west", "trace": {"id": 7, "tags": ["a"]}}
+    assert orjson.loads(batch.accepted.get_column("extra").item()) == {
+        "region": "eu-west",
+        "trace": {"id": 7, "tags": ["a"]},
+    }
 
 
 def test_optional_fields_may_be_absent_or_null() -> None:
@@ -157,7 +160,9 @@ def test_parquet_style_frame_is_validated_vectorised() -> None:
 def test_account_events_enums_are_checked() -> None:
     good = orjson.dumps({"account_id": "a", "ts": "2026-05-01T00:00:00Z", "type": "signup", "kyc_status": "none"})
     bad_type = orjson.dumps({"account_id": "a", "ts": "2026-05-01T00:00:00Z", "type": "deleted"})
-    bad_kyc = orjson.dumps({"account_id": "a", "ts": "2026-05-01T00:00:00Z", "type": "kyc_update", "kyc_status": "maybe"})
+    bad_kyc = orjson.dumps(
+        {"account_id": "a", "ts": "2026-05-01T00:00:00Z", "type": "kyc_update", "kyc_status": "maybe"}
+    )
     batch = decode_records([good, bad_type, bad_kyc], kind=ACCOUNT_EVENTS)
     assert batch.accepted.height == 1
     reasons = batch.rejected.get_column(REASON).to_list()

@@ -8,23 +8,27 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-
 from conftest import corpus_path
+from report_contract import validate_report
+from sim_fixtures import Replayed, replay_into, simulate_small
+
 from core.errors import InputError
 from core.settings import Settings
 from ingest.replay import replay
-from report_contract import validate_report
-from sim_fixtures import Replayed, replay_into, simulate_small
 
 MALFORMED = [
     (b"{not json at all", "not JSON"),
     (b'["an", "array"]', "not a JSON object"),
     (b'{"ts": "2026-05-01T10:00:00Z", "account_id": "acct_x"}', "missing required field: event_id"),
     (b'{"event_id": "bad-ts", "ts": "last tuesday", "account_id": "acct_x"}', "unparseable ts"),
-    (b'{"event_id": "bad-type", "ts": "2026-05-01T10:00:00Z", "account_id": "acct_x", "status": "ok"}',
-     "wrong type: status"),
-    (b'{"event_id": "neg", "ts": "2026-05-01T10:00:00Z", "account_id": "acct_x", "prompt_tokens": -4}',
-     "invalid prompt_tokens"),
+    (
+        b'{"event_id": "bad-type", "ts": "2026-05-01T10:00:00Z", "account_id": "acct_x", "status": "ok"}',
+        "wrong type: status",
+    ),
+    (
+        b'{"event_id": "neg", "ts": "2026-05-01T10:00:00Z", "account_id": "acct_x", "prompt_tokens": -4}',
+        "invalid prompt_tokens",
+    ),
 ]
 
 
