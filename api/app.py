@@ -1,94 +1,145 @@
-"""The FastAPI application: health, alerts and rings, read through the detector's repository."""
+"""The FastAPI application: triage for the security team, decisions and KYC hooks for the platform."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Iterator
-from datetime import datetime
-from typing import Annotated, Literal
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.schemas import AlertOut, AlertPage, Health, Problem, RingDetail, RingOut
-from core.db import make_engine, make_sessionmaker
-from core.errors import BadRequest, DistillguardError, NotFound
+from api import routes_admin, routes_platform, routes_triage
+from api.cursors import decode_cursor, encode_cursor
+from api.deps import ADMIN, ANALYST, PLATFORM, RateLimiter, Services, retry_after_header
+from api.schemas import Health, Problem
+from core.db import make_engine, make_sessionmaker, transaction
+from core.errors import DistillguardError, TooManyRequests, Unauthorized
 from core.settings import Settings
-from detector import repository
+from detector.decisions import DecisionCache, DecisionPolicy, DecisionPublisher, make_publisher
+from detector.escalations import sync_settings_endpoints
+from detector.keys import KeyCache
 
+__all__ = ["create_app", "decode_cursor", "encode_cursor"]
+
+log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
-Severity = Literal["low", "medium", "high", "critical"]
-Status = Literal["open", "acknowledged", "resolved", "false_positive"]
+SECURED: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing, unknown or revoked API key"},
+    403: {"model": Problem, "description": "The key's scope does not allow this"},
+    422: {"model": Problem, "description": "Invalid input"},
+    429: {
+        "model": Problem,
+        "description": "The key's rate limit is exhausted",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}},
+    },
+}
 
 
-def _problem(status: int, title: str, detail: str, errors: list[dict[str, object]] | None = None) -> JSONResponse:
+def _problem(
+    status: int, title: str, detail: str, errors: list[dict[str, object]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = Problem(title=title, status=status, detail=detail, errors=errors).model_dump(exclude_none=True)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def encode_cursor(alert_id: int) -> str:
-    """Opaque cursor for the next page."""
-    return base64.urlsafe_b64encode(f"a:{alert_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The alert id a cursor points after; a malformed cursor is the client's error."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != "a":
-            raise ValueError(raw)
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest(f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page") from exc
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app against the configured database."""
+def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher | None = None) -> FastAPI:
+    """Build the app against the configured database (caches start with the app's lifespan)."""
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
-    sessions: sessionmaker[Session] = make_sessionmaker(engine)
+    sessions = make_sessionmaker(engine)
+    policy = DecisionPolicy.from_settings(settings)
+    svc = Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        keys=KeyCache(sessions, refresh_seconds=settings.api_key_refresh_seconds),
+        decisions=DecisionCache(
+            sessions, policy, refresh_seconds=settings.decisions_refresh_seconds,
+            publisher=publisher or make_publisher(settings),
+        ),
+        policy=policy,
+        limiter=RateLimiter({
+            ANALYST: (settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+            ADMIN: (settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+            PLATFORM: (settings.platform_rate_limit_per_second, settings.platform_rate_limit_burst),
+        }),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with transaction(sessions) as session:
+            sync_settings_endpoints(settings, session=session)
+        svc.keys.start()
+        svc.decisions.start()
+        svc.started = True
+        log.info("api started", extra={"decisions": len(svc.decisions)})
+        try:
+            yield
+        finally:
+            svc.keys.stop()
+            svc.decisions.stop()
+            svc.decisions.publisher.close()
+
     app = FastAPI(
         title="distillguard",
-        version="0.1.0",
-        description="Alerts and rings of coordinated distillation accounts.",
-        responses={422: {"model": Problem, "description": "Invalid input"}},
+        version="0.2.0",
+        description=(
+            "Alerts and rings of coordinated distillation accounts, their triage, per-account decisions "
+            "for the gateways and KYC escalations. Every route but /healthz needs "
+            "`Authorization: Bearer <key>` (scopes: analyst, platform, admin). Errors are "
+            "application/problem+json."
+        ),
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine
-
-    def session() -> Iterator[Session]:
-        with sessions() as s:
-            yield s
-
-    SessionDep = Annotated[Session, Depends(session)]
+    app.state.services = svc
 
     @app.exception_handler(DistillguardError)
     async def _domain_error(_: Request, exc: DistillguardError) -> JSONResponse:
-        return _problem(exc.status_code, exc.title, exc.detail)
+        headers = None
+        if isinstance(exc, TooManyRequests):
+            headers = retry_after_header(exc)
+        elif isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        return _problem(exc.status_code, exc.title, exc.detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
             for e in exc.errors()
         ]
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-        return _problem(422, "Invalid request", detail, errors)
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)  # type: ignore[arg-type]
+        return _problem(422, "Invalid request", detail or "invalid request", errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _problem(exc.status_code, str(exc.detail), str(exc.detail))
+        return _problem(exc.status_code, str(exc.detail), str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(DataError)
+    async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+        # input the schema let through but the database cannot store: still the client's input
+        log.warning("database refused a value", extra={"error": str(exc.orig)[:200]})
+        return _problem(400, "Bad request", "a value cannot be stored (out of range or invalid characters)")
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity conflict", extra={"error": str(exc.orig)[:200]})
+        return _problem(409, "Conflict", "the change conflicts with existing data; reload and retry")
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz() -> Health:
-        """Liveness, database reachability and schema revision."""
+        """Liveness, database reachability and schema revision (no key needed)."""
         try:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -97,56 +148,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # any driver error means the database is unreachable
             return Health(status="degraded", database=f"error: {type(exc).__name__}", schema_revision=None)
 
-    @app.get("/v1/alerts", response_model=AlertPage, tags=["alerts"])
-    def list_alerts(
-        db: SessionDep,
-        status: Status | None = None,
-        severity: Severity | None = None,
-        ring_id: Annotated[str | None, Query(max_length=64)] = None,
-        account_id: Annotated[str | None, Query(max_length=128)] = None,
-        since: Annotated[datetime | None, Query(description="first_flagged_ts >= since (RFC 3339)")] = None,
-        until: Annotated[datetime | None, Query(description="first_flagged_ts < until (RFC 3339)")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Query(max_length=200)] = None,
-    ) -> AlertPage:
-        """Alerts, newest first, filtered; cursor-paginated."""
-        for name, value in (("since", since), ("until", until)):
-            if value is not None and value.tzinfo is None:
-                raise BadRequest(f"{name} must carry a time zone, e.g. 2026-05-01T12:00:00Z")
-        f = repository.AlertFilter(
-            status=status, severity=severity, ring_id=ring_id, account_id=account_id, since=since, until=until
-        )
-        after = decode_cursor(cursor) if cursor else None
-        rows = repository.list_alerts(f, session=db, limit=limit + 1, after_id=after)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return AlertPage(
-            items=[AlertOut.model_validate(r) for r in rows],
-            total=repository.count_alerts(f, session=db),
-            next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
-        )
+    for router in (routes_triage.router, routes_platform.router, routes_admin.router):
+        app.include_router(router, responses=SECURED)
 
-    @app.get("/v1/alerts/{alert_id}", response_model=AlertOut, tags=["alerts"],
-             responses={404: {"model": Problem}})
-    def get_alert(alert_id: int, db: SessionDep) -> AlertOut:
-        """One alert with its reasons."""
-        row = repository.get_alert(alert_id, session=db)
-        if row is None:
-            raise NotFound(f"no alert with id {alert_id}")
-        return AlertOut.model_validate(row)
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _problem_openapi(
+                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            )
+        return app.openapi_schema
 
-    @app.get("/v1/rings", response_model=list[RingOut], tags=["rings"])
-    def list_rings(db: SessionDep) -> list[RingOut]:
-        """Rings, highest score first."""
-        return [RingOut.model_validate(r) for r in repository.list_rings(session=db)]
-
-    @app.get("/v1/rings/{ring_id}", response_model=RingDetail, tags=["rings"],
-             responses={404: {"model": Problem}})
-    def get_ring(ring_id: str, db: SessionDep) -> RingDetail:
-        """One ring with its members and shared evidence."""
-        ring = repository.get_ring(ring_id, session=db)
-        if ring is None:
-            raise NotFound(f"no ring with id {ring_id}")
-        return RingDetail(**RingOut.model_validate(ring).model_dump(), members=repository.ring_members(ring_id, session=db))
-
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document every error response as application/problem+json with the Problem schema."""
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for code, response in operation.get("responses", {}).items():
+                if str(code)[0] in "45":
+                    response["content"] = {PROBLEM: problem}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema

@@ -215,6 +215,7 @@ class DecisionCache:
         self._overrides: dict[str, Decision] = {}
         self._alerts_seen: datetime | None = None
         self._overrides_seen: datetime | None = None
+        self._loaded = False
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
         self._refresher = Periodic("decision-cache-refresh", refresh_seconds, self.refresh)
 
@@ -235,6 +236,8 @@ class DecisionCache:
     # --- reads ---
     def get(self, account_id: str, now: datetime | None = None) -> Decision:
         """The account's decision in force at `now`."""
+        if not self._loaded:  # used without start() (a script, a test client without lifespan)
+            self.refresh()
         now = now or datetime.now(UTC)
         override = self._overrides.get(account_id)
         if override is not None and override.expires_at > now:
@@ -263,6 +266,7 @@ class DecisionCache:
             since = None if self._overrides_seen is None else self._overrides_seen - REFRESH_OVERLAP
             overrides = repository.overrides_changed_since(since, session=session)
             self._apply(alerts, overrides)
+            self._loaded = True
 
     def reload(self, account_ids: Iterable[str]) -> list[Decision]:
         """Re-read some accounts now (after a write) and publish their decisions; returns them."""

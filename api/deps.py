@@ -1,0 +1,132 @@
+"""What every route depends on: the app's services, sessions, the caller's key, scopes and rate limits."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import transaction
+from core.errors import Forbidden, TooManyRequests, Unauthorized
+from core.settings import Settings
+from detector.decisions import DecisionCache, DecisionPolicy
+from detector.keys import KeyCache, Principal
+
+ANALYST, PLATFORM, ADMIN = "analyst", "platform", "admin"
+
+
+class RateLimiter:
+    """A token bucket per API key, in memory (per process)."""
+
+    def __init__(self, limits: dict[str, tuple[float, int]]) -> None:
+        self._limits = limits  # scope -> (tokens per second, bucket size)
+        self._buckets: dict[int, list[float]] = {}
+
+    def take(self, principal: Principal, now: float | None = None) -> None:
+        """Spend one token of the key's bucket, or raise 429 with the wait until the next one."""
+        rate, burst = self._limits.get(principal.scope, self._limits[ANALYST])
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(principal.key_id)
+        if bucket is None:
+            bucket = self._buckets[principal.key_id] = [float(burst), now]
+        tokens = min(float(burst), bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if tokens < 1.0:
+            bucket[0] = tokens
+            wait = (1.0 - tokens) / rate
+            raise TooManyRequests(
+                f"rate limit of key {principal.name!r} exceeded ({rate:g} requests/s, burst {burst}); "
+                f"retry in {wait:.2f}s",
+                retry_after=wait,
+            )
+        bucket[0] = tokens - 1.0
+
+
+@dataclass
+class Services:
+    """The long-lived objects of one app instance (app.state.services)."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    keys: KeyCache
+    decisions: DecisionCache
+    policy: DecisionPolicy
+    limiter: RateLimiter
+    started: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """The request boundary: one transaction, committed when the handler's work succeeds."""
+        with transaction(self.sessions) as session:
+            yield session
+
+
+def services(request: Request) -> Services:
+    """The app's services."""
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def read_session(request: Request) -> Iterator[Session]:
+    """A session for reads (nothing to commit)."""
+    with services(request).sessions() as session:
+        yield session
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+
+
+async def principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller's key, authenticated from memory and charged one token of its rate limit."""
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    token = credentials.credentials
+    svc = services(request)
+    hit = svc.keys.cached(token) if len(token) <= 256 else False
+    if hit is None:
+        hit = await run_in_threadpool(svc.keys.fetch, token)
+    if not isinstance(hit, Principal):
+        raise Unauthorized("unknown or revoked API key")
+    svc.limiter.take(hit)
+    return hit
+
+
+def _article(word: str) -> str:
+    return "An" if word[:1] in "aeiou" else "A"
+
+
+def require(*scopes: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency admitting only keys of `scopes`."""
+    allowed = ", ".join(scopes)
+
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if who.scope not in scopes:
+            raise Forbidden(f"{_article(who.scope)} {who.scope} key cannot do this: it needs a key with scope {allowed}")
+        return who
+
+    return check
+
+
+def retry_after_header(exc: TooManyRequests) -> dict[str, str]:
+    """Retry-After in whole seconds, rounded up (never 0: clients would retry at once)."""
+    return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+
+
+SessionDep = Annotated[Session, Depends(read_session)]
+ServicesDep = Annotated[Services, Depends(services)]
+AnyKey = Annotated[Principal, Depends(require(ANALYST, PLATFORM, ADMIN))]
+Triage = Annotated[Principal, Depends(require(ANALYST, ADMIN))]
+Platform = Annotated[Principal, Depends(require(PLATFORM, ADMIN))]
+Admin = Annotated[Principal, Depends(require(ADMIN))]
