@@ -74,13 +74,15 @@ class KafkaDeadLetter:
         if rejected.height == 0:
             return 0
         sent = 0
+        # rejects come grouped by reason, not in offset order: compare with what earlier writes sent
+        before = dict(self._sent_upto)
         for reason, source, raw in rejected.select(REASON, SOURCE, RAW).iter_rows():
             where = parse_position(source)
             if where is not None:
                 tp, offset = (where[0], where[1]), where[2]
-                if offset < self._sent_upto.get(tp, 0):
+                if offset < before.get(tp, 0):
                     continue
-                self._sent_upto[tp] = offset + 1
+                self._sent_upto[tp] = max(self._sent_upto.get(tp, 0), offset + 1)
             key = self.keys(source) if self.keys is not None else None
             value = orjson.dumps({"reason": reason, "source": source, "raw": raw})
             self.producer.send(self.topic, key=key, value=value)
