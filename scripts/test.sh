@@ -9,12 +9,17 @@ python3 -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 
 cleanup() {
   bash deploy/postgres/pg.sh stop >/dev/null 2>&1 || true
+  bash deploy/kafka/broker.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 echo "== starting PostgreSQL (deploy/postgres/pg.sh)"
 DISTILLGUARD_TEST_POSTGRES_URL="$(bash deploy/postgres/pg.sh start | tail -n 1)"
 export DISTILLGUARD_TEST_POSTGRES_URL
+
+echo "== starting Kafka (deploy/kafka/broker.sh)"
+DISTILLGUARD_KAFKA_BOOTSTRAP="$(bash deploy/kafka/broker.sh start | tail -n 1)"
+export DISTILLGUARD_KAFKA_BOOTSTRAP
 
 echo "== lint"
 python3 -m ruff check .
