@@ -10,6 +10,7 @@ accounts at the same event time whatever the batch boundaries were.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -106,6 +107,21 @@ class TickOutcome:
     n_events: int
     changed: list[Flag]
     rings: list[Ring]
+
+
+def _merge_touched(
+    state: pl.DataFrame, partials: pl.DataFrame, merge: Callable[[pl.LazyFrame, pl.LazyFrame], pl.LazyFrame]
+) -> pl.DataFrame:
+    """Merge partials into state, re-aggregating only the accounts the partials touch.
+
+    Per-account state is keyed by account_id, so untouched accounts' rows pass through as they
+    are; re-aggregating the whole state every tick would cost O(history) per tick.
+    """
+    if partials.height == 0:
+        return state
+    touched = pl.col(s.ACCOUNT_ID).is_in(partials.get_column(s.ACCOUNT_ID).unique().implode())
+    merged = merge(state.lazy().filter(touched), partials.lazy().select(state.columns)).collect()
+    return pl.concat([state.filter(~touched), merged.select(state.columns)])
 
 
 class DetectionEngine:
@@ -207,8 +223,10 @@ class DetectionEngine:
         lf = due.lazy()
         active = due.get_column(s.ACCOUNT_ID).unique()
         partials = v.volume_partials(lf, self.volume_state.lazy(), every=self.config.every)
-        self.volume_state = v.merge_volume_state(self.volume_state.lazy(), partials).collect()
-        self.distinct_state = v.merge_distinct_state(self.distinct_state.lazy(), v.distinct_partials(lf)).collect()
+        self.volume_state = _merge_touched(self.volume_state, partials.collect(), v.merge_volume_state)
+        self.distinct_state = _merge_touched(
+            self.distinct_state, v.distinct_partials(lf).collect(), v.merge_distinct_state
+        )
         self._update_prompt_state(lf)
         # only active accounts' features can have changed: finalise just those
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
@@ -239,12 +257,12 @@ class DetectionEngine:
         fp = pr.prompt_fingerprints(
             cl.prompt_sample(due, per_account=self.config.prompt_sample_per_tick), keys=True
         ).collect()
-        self.template_state = pr.merge_template_counts(
-            self.template_state.lazy(), pr.template_counts(fp.lazy())
-        ).collect()
-        self.key_state = cl.merge_template_key_counts(
-            self.key_state.lazy(), cl.template_key_counts(fp.lazy())
-        ).collect()
+        self.template_state = _merge_touched(
+            self.template_state, pr.template_counts(fp.lazy()).collect(), lambda a, b: pr.merge_template_counts(a, b)
+        )
+        self.key_state = _merge_touched(
+            self.key_state, cl.template_key_counts(fp.lazy()).collect(), cl.merge_template_key_counts
+        )
 
     @staticmethod
     def _prompt_features(template_state: pl.LazyFrame) -> pl.LazyFrame:
