@@ -36,7 +36,7 @@ FALSE_POSITIVE = "false_positive"
 
 @dataclass
 class Outcome:
-    """What an action changed: accounts whose decision moved, escalations created."""
+    """What an action changed: accounts whose decision moved, their KYC escalations (new or still open)."""
 
     accounts: list[str] = field(default_factory=list)
     escalations: list[Escalation] = field(default_factory=list)
@@ -122,12 +122,11 @@ def act_on_ring(
             source="ring_action", expires_at=expires_at, session=session, policy=policy, now=now,
         )
         if action == "require_kyc":
-            esc, created = escalate(
+            esc, _ = escalate(
                 account_id, actor=actor, reason=f"ring {ring_id}: {comment}", ring_id=ring_id,
                 session=session, now=now,
             )
-            if created:
-                outcome.escalations.append(esc)
+            outcome.escalations.append(esc)
     audit.record(
         "ring.action", actor=actor, target_type="ring", target_id=ring_id, session=session, comment=comment,
         now=now,
@@ -159,9 +158,8 @@ def override_decision(
     )
     outcome = Outcome(accounts=[account_id])
     if action == "require_kyc":
-        esc, created = escalate(account_id, actor=actor, reason=comment, session=session, now=now)
-        if created:
-            outcome.escalations.append(esc)
+        esc, _ = escalate(account_id, actor=actor, reason=comment, session=session, now=now)
+        outcome.escalations.append(esc)
     audit.record(
         "decision.override", actor=actor, target_type="account", target_id=account_id, session=session,
         comment=comment, now=now,

@@ -10,7 +10,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app, decode_cursor, encode_cursor
 from conftest import corpus_path
+from core.db import make_engine, make_sessionmaker, transaction
 from core.settings import Settings
+from detector import keys
 from sim_fixtures import Replayed, replay_into, simulate_small
 
 
@@ -28,16 +30,24 @@ def replayed(request: pytest.FixtureRequest, sim_dir: Path, tmp_path: Path) -> R
     return replay_into(sim_dir, url)
 
 
+def _analyst_key(url: str) -> str:
+    engine = make_engine(url)
+    with transaction(make_sessionmaker(engine)) as session:
+        _, token = keys.create_key("test-analyst", "analyst", session=session)
+    engine.dispose()
+    return token
+
+
 @pytest.fixture
 def client(replayed: Replayed) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=replayed.database_url))
-    with TestClient(app) as c:
+    app = create_app(Settings(database_url=replayed.database_url, api_rate_limit_burst=10_000))
+    with TestClient(app, headers={"Authorization": f"Bearer {_analyst_key(replayed.database_url)}"}) as c:
         yield c
     app.state.engine.dispose()
 
 
 def test_healthz(client: TestClient) -> None:
-    r = client.get("/healthz")
+    r = client.get("/healthz", headers={"Authorization": ""})
     assert r.status_code == 200
     assert r.json()["database"] == "ok"
     assert r.json()["schema_revision"]
@@ -94,7 +104,12 @@ def test_filters(client: TestClient, replayed: Replayed) -> None:
 def test_alert_detail_and_404(client: TestClient) -> None:
     first = client.get("/v1/alerts", params={"limit": 1}).json()["items"][0]
     r = client.get(f"/v1/alerts/{first['id']}")
-    assert r.status_code == 200 and r.json() == first
+    assert r.status_code == 200
+    detail = r.json()
+    # the detail is the list item plus evidence, timeline, history, labels and decision
+    assert {k: detail[k] for k in first} == first
+    assert detail["timeline"] and detail["timeline"][-1]["n_events"] == first["n_events"]
+    assert detail["decision"]["action"] == first["action"]
     r = client.get("/v1/alerts/999999999")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
