@@ -40,7 +40,7 @@ from core.db import make_engine, make_sessionmaker
 from core.errors import InputError
 from core.migrations import upgrade
 from core.settings import Settings
-from detector.engine import DetectionEngine
+from detector.engine import DetectionEngine, TickOutcome
 from detector.publisher import (
     DecisionPublisher,
     KafkaDecisionPublisher,
@@ -122,6 +122,31 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class StreamPipeline(Pipeline):
+    """The replay pipeline, persisting once per Kafka batch however many ticks the batch ran.
+
+    The worker runs a batch's ticks one at a time (each decision then carries its own tick); the
+    outcomes are gathered and written in one transaction when the batch is done, as replay does
+    for a batch, instead of one transaction per tick.
+    """
+
+    pending: list[TickOutcome] = field(default_factory=list)
+
+    def _persist(self, outcomes: list[TickOutcome]) -> int:
+        self.pending.extend(outcomes)
+        return 0
+
+    def persist_pending(self) -> int:
+        """Write the gathered outcomes (one transaction); returns alerts written."""
+        outcomes, self.pending = self.pending, []
+        return Pipeline._persist(self, outcomes)
+
+    def drop_pending(self) -> None:
+        """Forget gathered outcomes (the state they came from is being rolled back)."""
+        self.pending = []
+
+
 class _Rebalance(AsyncConsumerRebalanceListener):
     """Commit what is checkpointed before partitions go; seek to the checkpoint when they come.
 
@@ -182,7 +207,7 @@ class StreamWorker:
         self._assigned: set[TopicPartition] = set()
         self._batch_records: dict[int, list[Any]] = {}
         self.consumer: KafkaConsumer
-        self.pipeline: Pipeline
+        self.pipeline: StreamPipeline
         self.publisher: DecisionPublisher
         self.dead_letter: KafkaDeadLetter
         self._resumed = False
@@ -201,16 +226,14 @@ class StreamWorker:
                 sessions = make_sessionmaker(db)
             else:
                 sessions = self._sessions_override
-            self.pipeline = Pipeline(engine=self._initial_engine(), sessions=sessions)
+            self.pipeline = StreamPipeline(engine=self._initial_engine(), sessions=sessions)
             self._restore_counts()
             bootstrap = servers(settings.kafka_bootstrap)
             producer = KafkaProducer(bootstrap_servers=bootstrap, **producer_config())
             stack.callback(producer.close)
             self.dead_letter = KafkaDeadLetter(producer, opts.dead_letter_topic, keys=self._key_of)
             if opts.decisions_topic:
-                self.publisher = KafkaDecisionPublisher(
-                    settings.kafka_bootstrap, topic=opts.decisions_topic
-                )
+                self.publisher = KafkaDecisionPublisher(settings.kafka_bootstrap, topic=opts.decisions_topic)
             else:
                 self.publisher = NullDecisionPublisher()
             stack.callback(self.publisher.close)
@@ -225,8 +248,6 @@ class StreamWorker:
             # the state as loaded is the first thing to roll back to
             self._snapshot = self._serialize()
             reached_end = self._loop()
-            if reached_end:
-                self._finish()
             doc = self.pipeline.report()
             if opts.report_path is not None:
                 write_report(doc, opts.report_path)
@@ -313,9 +334,7 @@ class StreamWorker:
         self._loaded_counts = None
         engine = DetectionEngine(detector_config(self.settings))
         if self.options.accounts is not None:
-            acc, rejected_path, n_bad = load_account_events(
-                self.options.accounts, settings=self.settings
-            )
+            acc, rejected_path, n_bad = load_account_events(self.options.accounts, settings=self.settings)
             if acc.height:
                 engine.add_account_events(acc)
             log.info(
@@ -338,8 +357,7 @@ class StreamWorker:
         doc = pickle.loads(self.checkpoint_file.read_bytes())
         if doc.get("version") != CHECKPOINT_VERSION:
             raise InputError(
-                f"{self.checkpoint_file}: checkpoint version {doc.get('version')} "
-                f"is not {CHECKPOINT_VERSION}"
+                f"{self.checkpoint_file}: checkpoint version {doc.get('version')} is not {CHECKPOINT_VERSION}"
             )
         if doc.get("topic") != self.options.topic:
             raise InputError(
@@ -378,6 +396,7 @@ class StreamWorker:
         """Back to the last checkpoint: state, counts and positions (the batch is polled again)."""
         assert self._snapshot is not None
         doc = pickle.loads(self._snapshot)
+        self.pipeline.drop_pending()
         self.pipeline.engine = doc["engine"]
         self.pipeline.counts = doc["counts"]
         with self._lock:
@@ -412,9 +431,7 @@ class StreamWorker:
             extra={"partitions": sorted(sought), "checkpoint_offsets": sought},
         )
 
-    def uncommitted(
-        self, partitions: set[TopicPartition]
-    ) -> dict[TopicPartition, OffsetAndMetadata]:
+    def uncommitted(self, partitions: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
         """Checkpointed offsets of `partitions` not yet committed."""
         with self._lock:
             return {
@@ -437,30 +454,31 @@ class StreamWorker:
         max_records = opts.max_records or self.settings.batch_size
         delay = opts.backoff_initial_s
         while not self.stop.is_set():
+            polled_at = time.perf_counter()
             records = self.consumer.poll(timeout_ms=opts.poll_timeout_ms, max_records=max_records)
-            if records:
-                if self._first_record_at is None:
-                    self._first_record_at = time.perf_counter()
-                try:
+            try:
+                if records:
+                    if self._first_record_at is None:
+                        self._first_record_at = polled_at
                     self._handle(records)
-                    delay = opts.backoff_initial_s
-                except SQLAlchemyError as exc:
-                    self.metrics.add(db_failures=1)
-                    log.warning(
-                        "persistence failed: rolling back to the last checkpoint, not committing",
-                        extra={
-                            "error": type(exc).__name__,
-                            "detail": str(exc).splitlines()[0][:200],
-                            "retry_in_s": delay,
-                        },
-                    )
-                    self._rollback()
-                    self._wait(delay)
-                    delay = min(delay * 2, opts.backoff_max_s)
-                    continue
-            self._update_lag()
-            if opts.stop_at_end and self._caught_up():
-                return True
+                self._update_lag()
+                if opts.stop_at_end and self._caught_up():
+                    self._finish()
+                    return True
+                delay = opts.backoff_initial_s
+            except SQLAlchemyError as exc:
+                self.metrics.add(db_failures=1)
+                log.warning(
+                    "persistence failed: rolling back to the last checkpoint, not committing",
+                    extra={
+                        "error": type(exc).__name__,
+                        "detail": str(exc).splitlines()[0][:200],
+                        "retry_in_s": delay,
+                    },
+                )
+                self._rollback()
+                self._wait(delay)
+                delay = min(delay * 2, opts.backoff_max_s)
         return False
 
     def _wait(self, seconds: float) -> None:
@@ -470,9 +488,7 @@ class StreamWorker:
         try:
             deadline = time.monotonic() + seconds
             while not self.stop.is_set() and time.monotonic() < deadline:
-                got = self.consumer.poll(
-                    timeout_ms=min(200, max(1, int((deadline - time.monotonic()) * 1000)))
-                )
+                got = self.consumer.poll(timeout_ms=min(200, max(1, int((deadline - time.monotonic()) * 1000))))
                 if got:
                     # paused partitions return nothing; anything else is from a new assignment,
                     # which on_assigned has sought to the checkpoint: read it again after the pause
@@ -561,30 +577,26 @@ class StreamWorker:
     def _process(self, batch: ValidatedBatch, watermark: datetime | None) -> int:
         """Buffer the batch, then run its ticks one at a time so each decision carries its tick."""
         engine = self.pipeline.engine
-        written = self.pipeline.process_batch(
-            batch, dead_letter=self.dead_letter, watermark=EPOCH
-        ).alerts_written
-        target = watermark if watermark is not None else engine.last_ts
-        written += self._advance(target)
-        return written
+        self.pipeline.process_batch(batch, dead_letter=self.dead_letter, watermark=EPOCH)
+        self._advance(watermark if watermark is not None else engine.last_ts)
+        return self.pipeline.persist_pending()
 
-    def _advance(self, target: datetime | None) -> int:
+    def _advance(self, target: datetime | None) -> None:
+        """Run the ticks up to `target` one by one, publishing the decisions each one changed."""
         engine = self.pipeline.engine
-        written = 0
         empty = ValidatedBatch(accepted=empty_frame(EVENTS), rejected=empty_rejected())
         while target is not None and engine.next_tick is not None and engine.next_tick <= target:
             tick = engine.next_tick
-            written += self.pipeline.process_batch(
-                empty, dead_letter=self.dead_letter, watermark=tick
-            ).alerts_written
+            self.pipeline.process_batch(empty, dead_letter=self.dead_letter, watermark=tick)
             self._publish(decided_at=tick)
-        return written
 
     def _finish(self) -> None:
         """End of input: run the remaining ticks, persist, publish, checkpoint and commit."""
         engine = self.pipeline.engine
         self._advance(engine.last_ts)
         self.pipeline.finish()
+        written = self.pipeline.persist_pending()
+        self.metrics.add(alerts_written=written)
         if engine.last_tick is not None:
             self._publish(decided_at=engine.last_tick)
         self.dead_letter.flush()
@@ -593,9 +605,7 @@ class StreamWorker:
         self._commit()
 
     def _publish(self, *, decided_at: datetime) -> None:
-        decisions = changed_decisions(
-            self.pipeline.engine.flags, self._state.published, decided_at=decided_at
-        )
+        decisions = changed_decisions(self.pipeline.engine.flags, self._state.published, decided_at=decided_at)
         if decisions:
             self.publisher.publish(decisions)
             self.metrics.add(decisions_published=len(decisions))
@@ -660,9 +670,7 @@ class StreamWorker:
             self.consumer.commit(offsets)
         except KafkaError as exc:
             # the checkpoint holds the offsets: a rebalance or restart seeks there anyway
-            log.warning(
-                "offset commit failed; will retry with the next batch", extra={"error": repr(exc)}
-            )
+            log.warning("offset commit failed; will retry with the next batch", extra={"error": repr(exc)})
             return
         self.mark_committed(offsets)
         self.metrics.add(commits=1)

@@ -1,0 +1,231 @@
+"""Kafka throughput: raw kafka-python consume rate vs one `distillguard consume` worker, same topic.
+
+    python bench/bench_kafka.py [--events 300000] [--profile]
+
+Against the real broker (DISTILLGUARD_KAFKA_BOOTSTRAP, default 127.0.0.1:9092): simulates N events,
+pads each to about 1.3 KB with an unknown field (as gateways add their own), produces them to a
+fresh 4-partition topic, then measures in child processes (a) a bare poll loop over the topic and
+(b) `distillguard consume --stop-at-end` on SQLite, each from its first record to its last, with
+its peak RSS. `--profile` runs (b) under cProfile and prints where the time went, by owner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import pstats
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PAD_FIELD = b',"gateway_trace":"'
+PAD_ALPHABET = b"0123456789abcdefghijklmnopqrstuvwxyz" * 64
+
+
+def simulate_padded(work: Path, events: int, pad_to: int, seed: int) -> tuple[Path, Path, int, float]:
+    """Simulated events padded to about `pad_to` bytes each; returns (file, accounts, count, mean size)."""
+    from simulator import simulate
+
+    corpus = REPO.parent / "shared" / "data" / "prompts" / "prompts.jsonl.gz"
+    summary = simulate(
+        seed=seed,
+        out_dir=work / "sim",
+        accounts=max(1000, events // 100),
+        days=1.0,
+        target_events=events,
+        corpus=corpus if corpus.is_file() else None,
+    )
+    out = work / "events-padded.jsonl"
+    total = n = 0
+    with gzip.open(summary.events_path, "rb") as src, out.open("wb") as dst:
+        for line in src:
+            line = line.rstrip(b"\n")
+            short = pad_to - len(line) - len(PAD_FIELD) - 2
+            if short > 0:
+                start = n % 36
+                line = line[:-1] + PAD_FIELD + PAD_ALPHABET[start : start + short] + b'"}'
+            dst.write(line + b"\n")
+            total += len(line)
+            n += 1
+    return out, summary.accounts_path, n, total / max(n, 1)
+
+
+def produce(bootstrap: str, topic: str, path: Path) -> tuple[int, float]:
+    from kafka import KafkaProducer
+
+    from ingest.kafka_io import produce_files, producer_config, servers
+
+    producer = KafkaProducer(bootstrap_servers=servers(bootstrap), **producer_config())
+    started = time.perf_counter()
+    try:
+        n = produce_files([path], producer=producer, topic=topic)
+    finally:
+        producer.close()
+    return n, time.perf_counter() - started
+
+
+def raw_consume(bootstrap: str, topic: str, expect: int) -> None:
+    """Child (a): poll and do nothing else; prints {records, seconds} as JSON."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap.split(","),
+        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=50_000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    n = 0
+    first = None
+    deadline = time.monotonic() + 600
+    while n < expect and time.monotonic() < deadline:
+        polled_at = time.perf_counter()
+        got = consumer.poll(timeout_ms=500, max_records=50_000)
+        if got and first is None:
+            # from the poll that brought the first records, as the worker measures itself
+            first = polled_at
+        for records in got.values():
+            n += len(records)
+    seconds = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    print(json.dumps({"records": n, "seconds": seconds}))
+
+
+def run_child(cmd: list[str], env: dict[str, str], log: Path) -> tuple[str, float, int, int]:
+    """Run a child; returns (stdout, wall seconds, exit status, peak RSS in MiB of that child)."""
+    started = time.perf_counter()
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return out, time.perf_counter() - started, proc.returncode, usage.ru_maxrss // 1024
+
+
+def owners(profile: Path, top: int = 25) -> None:
+    """Print cumulative time by owner (whose code it is) and the top functions."""
+    stats = pstats.Stats(str(profile))
+    rows = []
+    for (file, line, func), (_cc, _nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append((f"{file}:{line}({func})", tt, ct))
+    names = {
+        "consumer._handle (whole batch)": r"ingest/consumer.py:\d+\(_handle\)",
+        "  contract.decode_records": r"ingest/contract.py:\d+\(decode_records\)",
+        "  pipeline.process_batch (engine + persist)": r"ingest/pipeline.py:\d+\(process_batch\)",
+        "    engine.ingest": r"detector/engine.py:\d+\(ingest\)",
+        "    pipeline._persist (DB)": r"ingest/pipeline.py:\d+\(_persist\)",
+        "  consumer._checkpoint (pickle + fsync)": r"ingest/consumer.py:\d+\(_checkpoint\)",
+        "  consumer._commit": r"ingest/consumer.py:\d+\(_commit\)",
+        "  publisher flush / dead-letter flush": r"(detector/publisher.py|ingest/kafka_io.py):\d+\(flush\)",
+        "KafkaConsumer.poll": r"kafka/consumer/group.py:\d+\(poll\)",
+        "consumer._finish (end of input)": r"ingest/consumer.py:\d+\(_finish\)",
+    }
+    print("\nprofile of the worker (cumulative seconds):")
+    for label, pattern in names.items():
+        ct = max((c for name, _t, c in rows if re.search(pattern, name)), default=0.0)
+        print(f"  {label:<48} {ct:8.2f}")
+    print(f"\ntop {top} functions by own time:")
+    for name, tt, ct in sorted(rows, key=lambda r: -r[1])[:top]:
+        print(f"  {tt:8.2f} {ct:8.2f}  {name[-110:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--pad-to", type=int, default=1300, help="bytes per event (about)")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--bootstrap", default=os.environ.get("DISTILLGUARD_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temp dir)")
+    parser.add_argument("--batch-size", type=int, default=50_000, help="worker's records per poll")
+    parser.add_argument("--profile", action="store_true", help="run the worker under cProfile")
+    parser.add_argument("--raw-child", nargs=2, metavar=("TOPIC", "EXPECT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_child:
+        raw_consume(args.bootstrap, args.raw_child[0], int(args.raw_child[1]))
+        return
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"work dir {work}; broker {args.bootstrap}; {os.cpu_count()} cores")
+    t = time.perf_counter()
+    events, accounts, n, mean = simulate_padded(work, args.events, args.pad_to, args.seed)
+    print(f"simulated {n:,} events, mean {mean:,.0f} bytes, in {time.perf_counter() - t:.1f} s")
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    produced, seconds = produce(args.bootstrap, topic, events)
+    print(f"produced {produced:,} records to {topic} in {seconds:.1f} s ({produced / seconds:,.0f}/s)")
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILLGUARD_KAFKA_BOOTSTRAP": args.bootstrap}
+    out, wall_a, rc, rss_a = run_child(
+        [sys.executable, __file__, "--bootstrap", args.bootstrap, "--raw-child", topic, str(produced)],
+        env,
+        work / "raw.log",
+    )
+    assert rc == 0, (work / "raw.log").read_text()[-2000:]
+    raw = json.loads(out.strip().splitlines()[-1])
+    raw_rate = raw["records"] / raw["seconds"]
+
+    env_b = {
+        **env,
+        "DISTILLGUARD_DATABASE_URL": f"sqlite:///{work / 'bench.db'}",
+        "DISTILLGUARD_DATA_DIR": str(work / "data"),
+        "DISTILLGUARD_BATCH_SIZE": str(args.batch_size),
+        "COLUMNS": "200",
+    }
+    prefix = [sys.executable, "-m", "cProfile", "-o", str(work / "worker.prof")] if args.profile else [sys.executable]
+    out, wall_b, rc, rss_b = run_child(
+        [
+            *prefix,
+            "-m",
+            "distillguard",
+            "consume",
+            "--topic",
+            topic,
+            "--group",
+            f"bench-{topic}",
+            "--stop-at-end",
+            "--accounts",
+            str(accounts),
+            "--decisions-topic",
+            f"{topic}-decisions",
+            "--report",
+            str(work / "report.json"),
+        ],
+        env_b,
+        work / "worker.log",
+    )
+    assert rc == 0, (work / "worker.log").read_text()[-3000:]
+    m = re.search(r"consumed ([\d,]+) records in ([\d.]+) s", out)
+    assert m, out[-2000:]
+    e2e_records, e2e_seconds = int(m[1].replace(",", "")), float(m[2])
+    e2e_rate = e2e_records / e2e_seconds
+
+    print()
+    print(f"{'':<34}{'raw kafka-python':>20}{'distillguard consume':>24}")
+    print(f"{'records':<34}{raw['records']:>20,}{e2e_records:>24,}")
+    print(f"{'seconds (first record to end)':<34}{raw['seconds']:>20.1f}{e2e_seconds:>24.1f}")
+    print(f"{'events/s':<34}{raw_rate:>20,.0f}{e2e_rate:>24,.0f}")
+    print(f"{'process wall seconds (incl. start)':<34}{wall_a:>20.1f}{wall_b:>24.1f}")
+    print(f"{'peak RSS (MiB)':<34}{rss_a:>20,}{rss_b:>24,}")
+    ratio = e2e_rate / raw_rate
+    print(f"end-to-end / raw = {ratio:.1%} (target >= 70%); end-to-end {e2e_rate:,.0f}/s (target >= 25,000/s)")
+    print(f"peak RSS of this script: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
+    if args.profile:
+        owners(work / "worker.prof")
+
+
+if __name__ == "__main__":
+    main()
