@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -15,13 +17,23 @@ def register(app: typer.Typer) -> None:
     app.command()(produce)
 
 
+@contextmanager
+def _broker_errors(bootstrap: str) -> Iterator[None]:
+    """An unreachable broker is one clear line and exit code 2, not a traceback."""
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    from distillguard.cli import console
+
+    try:
+        yield
+    except (KafkaConnectionError, KafkaTimeoutError) as exc:
+        console.print(f"[red]error:[/red] Kafka broker at {bootstrap} unavailable: {exc}")
+        raise typer.Exit(2) from exc
+
+
 def consume(
-    topic: Annotated[
-        str, typer.Option(help="Topic of API request events (CONTRACT.md section 1).")
-    ] = "api-requests",
-    group: Annotated[
-        str, typer.Option(help="Consumer group; also names the checkpoint file.")
-    ] = "distillguard",
+    topic: Annotated[str, typer.Option(help="Topic of API request events (CONTRACT.md section 1).")] = "api-requests",
+    group: Annotated[str, typer.Option(help="Consumer group; also names the checkpoint file.")] = "distillguard",
     stop_at_end: Annotated[
         bool, typer.Option("--stop-at-end", help="Exit once caught up with every partition.")
     ] = False,
@@ -32,24 +44,14 @@ def consume(
         Path | None,
         typer.Option(help="Account events file (CONTRACT.md section 2) for enrichment."),
     ] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this port (/metrics).")
-    ] = None,
-    metrics_host: Annotated[
-        str, typer.Option(help="Interface for the metrics endpoint.")
-    ] = "127.0.0.1",
-    dlq_topic: Annotated[
-        str | None, typer.Option(help="Dead-letter topic (default: <topic>.dlq).")
-    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port (/metrics).")] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for the metrics endpoint.")] = "127.0.0.1",
+    dlq_topic: Annotated[str | None, typer.Option(help="Dead-letter topic (default: <topic>.dlq).")] = None,
     decisions_topic: Annotated[
         str, typer.Option(help="Compacted topic of account decisions; '' to publish none.")
     ] = "account-decisions",
-    batch_size: Annotated[
-        int | None, typer.Option(help="Records per poll (DISTILLGUARD_BATCH_SIZE).")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option(help="Database URL (DISTILLGUARD_DATABASE_URL).")
-    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Records per poll (DISTILLGUARD_BATCH_SIZE).")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Database URL (DISTILLGUARD_DATABASE_URL).")] = None,
 ) -> None:
     """Consume API request events from Kafka: detect, store alerts, publish decisions.
 
@@ -75,10 +77,8 @@ def consume(
         dlq_topic=dlq_topic,
         decisions_topic=decisions_topic or None,
     )
-    console.print(
-        f"consuming {topic} as group {group} from {settings.kafka_bootstrap}; Ctrl-C stops it"
-    )
-    with _fail_cleanly():
+    console.print(f"consuming {topic} as group {group} from {settings.kafka_bootstrap}; Ctrl-C stops it")
+    with _fail_cleanly(), _broker_errors(settings.kafka_bootstrap):
         result = run_consume(settings, options)
     _print_summary(result.report)
     rate = result.records / result.seconds if result.seconds > 0 else 0.0
@@ -94,9 +94,7 @@ def consume(
 def produce(
     files: Annotated[list[Path], typer.Argument(help="NDJSON, NDJSON.gz or Parquet files.")],
     topic: Annotated[str, typer.Option(help="Topic to produce to.")] = "api-requests",
-    key: Annotated[
-        str | None, typer.Option(help="JSON field used as the message key ('' for none).")
-    ] = "account_id",
+    key: Annotated[str | None, typer.Option(help="JSON field used as the message key ('' for none).")] = "account_id",
 ) -> None:
     """Load event files into a topic, records unchanged (malformed lines too), keyed by account."""
     from kafka import KafkaProducer
@@ -105,11 +103,10 @@ def produce(
     from ingest.kafka_io import produce_files, producer_config, servers
 
     settings = _settings()
+    with _broker_errors(settings.kafka_bootstrap):
+        producer = KafkaProducer(bootstrap_servers=servers(settings.kafka_bootstrap), **producer_config())
     with _fail_cleanly(), _progress() as bar:
         task = bar.add_task(f"producing to {topic}", total=None, rate="")
-        producer = KafkaProducer(
-            bootstrap_servers=servers(settings.kafka_bootstrap), **producer_config()
-        )
         started = time.perf_counter()
         done = 0
 
@@ -120,13 +117,8 @@ def produce(
             bar.update(task, completed=done, rate=f"{rate:,.0f} records/s")
 
         try:
-            n = produce_files(
-                files, producer=producer, topic=topic, key_field=key or None, progress=on_progress
-            )
+            n = produce_files(files, producer=producer, topic=topic, key_field=key or None, progress=on_progress)
         finally:
             producer.close()
     seconds = time.perf_counter() - started
-    out.print(
-        f"produced {n:,} records to {topic} in {seconds:.1f} s "
-        f"({n / max(seconds, 1e-6):,.0f} records/s)"
-    )
+    out.print(f"produced {n:,} records to {topic} in {seconds:.1f} s ({n / max(seconds, 1e-6):,.0f} records/s)")

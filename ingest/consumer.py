@@ -220,7 +220,7 @@ class StreamWorker:
         with ExitStack() as stack:
             stack.enter_context(self._signals())
             if self._sessions_override is None:
-                upgrade(settings.database_url)
+                self._upgrade_database()
                 db = make_engine(settings.database_url)
                 stack.callback(db.dispose)
                 sessions = make_sessionmaker(db)
@@ -273,6 +273,23 @@ class StreamWorker:
                 },
             )
         return result
+
+    def _upgrade_database(self) -> None:
+        """Bring the schema to head, waiting with back-off while the database is unreachable."""
+        delay = self.options.backoff_initial_s
+        while True:
+            try:
+                upgrade(self.settings.database_url)
+                return
+            except SQLAlchemyError as exc:
+                if self.stop.is_set():
+                    raise
+                log.warning(
+                    "database unavailable at start; retrying",
+                    extra={"error": type(exc).__name__, "retry_in_s": delay},
+                )
+                self.stop.wait(delay)
+                delay = min(delay * 2, self.options.backoff_max_s)
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
