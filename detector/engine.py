@@ -255,7 +255,7 @@ class DetectionEngine:
     def _update_prompt_state(self, due: pl.LazyFrame) -> None:
         """Fingerprint a per-account sample of the tick's prompts; merge template and key counts."""
         fp = pr.prompt_fingerprints(
-            cl.prompt_sample(due, per_account=self.config.prompt_sample_per_tick), keys=True
+            cl.prompt_sample(due, per_account=self.config.prompt_sample_per_tick), keys=True, wrapper_keys_only=True
         ).collect()
         self.template_state = _merge_touched(
             self.template_state, pr.template_counts(fp.lazy()).collect(), lambda a, b: pr.merge_template_counts(a, b)

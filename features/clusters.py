@@ -58,16 +58,27 @@ def merge_template_key_counts(state: pl.LazyFrame, partials: pl.LazyFrame) -> pl
 
 
 def recurring_template_links(
-    key_counts: pl.LazyFrame, prompts_per_account: pl.LazyFrame, *, min_count: int = 2, min_share: float = 0.2
+    key_counts: pl.LazyFrame,
+    prompts_per_account: pl.LazyFrame,
+    *,
+    early: tuple[int, float] = (2, 0.2),
+    sustained: tuple[int, float] = (3, 0.05),
 ) -> pl.LazyFrame:
-    """Link values for the wrappers an account reuses: keys seen `min_count`+ times in `min_share`+ of its prompts.
+    """Link values for the wrappers an account reuses.
 
-    A human rarely sends the same wrapper twice; a harvester wraps every question in one of a few.
-    `prompts_per_account` is (account_id, n_prompts) of the sampled prompts.
+    A key is recurring when seen `early` = (count, share of the account's prompts) — quick to
+    fire on a new account that wraps everything — or `sustained` — an account that hides a
+    wrapper among ordinary prompts still reuses it. A human rarely sends one wrapper three times;
+    a harvester wraps every question in one of a few. `prompts_per_account` is (account_id,
+    n_prompts) of the sampled prompts.
     """
+    count, n = pl.col(KEY_COUNT), pl.col("n_prompts")
+    recurring = ((count >= early[0]) & (count >= early[1] * n)) | (
+        (count >= sustained[0]) & (count >= sustained[1] * n)
+    )
     return (
         key_counts.join(prompts_per_account, on=s.ACCOUNT_ID)
-        .filter((pl.col(KEY_COUNT) >= min_count) & (pl.col(KEY_COUNT) >= min_share * pl.col("n_prompts")))
+        .filter(recurring)
         .select(s.ACCOUNT_ID, pl.lit("template").alias(DIM), pl.col(TEMPLATE_KEY).cast(pl.String).alias(VALUE))
     )
 

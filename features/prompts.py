@@ -51,6 +51,7 @@ Streaming contract (exact merge across batches):
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from core import schema as s
@@ -310,9 +311,14 @@ def prompt_capability(expr: pl.Expr) -> pl.Expr:
     )
 
 
-def _hash_distinct(df: pl.DataFrame, *, keys: bool) -> pl.DataFrame:
+def _hash_distinct(df: pl.DataFrame, *, keys: bool, wrapper_only: bool = False) -> pl.DataFrame:
     """Template id (and band keys) of each row's normalised text (column _NORM); null where no words."""
-    valid, tid, band_keys, _ = _minhash.hash_skeletons(df.get_column(_NORM).to_arrow())
+    valid, tid, band_keys, side = _minhash.hash_skeletons(df.get_column(_NORM).to_arrow())
+    if wrapper_only:
+        # keep the bands of the side chosen as the wrapper: the other side is content, and content
+        # (a benchmark question, a common request) is what unrelated accounts share by chance
+        half = band_keys.shape[1] // 2
+        band_keys = np.where(side[:, None] == 1, band_keys[:, half:], band_keys[:, :half])
     cols = [
         pl.Series("__valid", valid, dtype=pl.Boolean()),
         pl.Series(TEMPLATE_ID, tid, dtype=pl.UInt64()),
@@ -337,7 +343,7 @@ def _hash_distinct(df: pl.DataFrame, *, keys: bool) -> pl.DataFrame:
 
 
 def prompt_fingerprints(
-    lf: pl.LazyFrame, *, prompt_col: str = s.PROMPT, keys: bool = False
+    lf: pl.LazyFrame, *, prompt_col: str = s.PROMPT, keys: bool = False, wrapper_keys_only: bool = False
 ) -> pl.LazyFrame:
     """Add TEMPLATE_ID (UInt64), CAPABILITY (and TEMPLATE_KEYS when `keys`) to every event.
 
@@ -355,7 +361,10 @@ def prompt_fingerprints(
         .unique()
         .with_columns(normalised_prompt(prompt_ends(pl.col(prompt_col))).alias(_NORM))
         .with_columns(prompt_capability(pl.col(_NORM)).alias(CAPABILITY))
-        .map_batches(lambda df: _hash_distinct(df, keys=keys).select(list(schema)), schema=schema)
+        .map_batches(
+            lambda df: _hash_distinct(df, keys=keys, wrapper_only=wrapper_keys_only).select(list(schema)),
+            schema=schema,
+        )
         .with_columns(
             pl.when(pl.col(TEMPLATE_ID).is_null())
             .then(None)
