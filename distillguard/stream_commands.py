@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,9 @@ def consume(
     decisions_topic: Annotated[
         str, typer.Option(help="Compacted topic of account decisions; '' to publish none.")
     ] = "account-decisions",
+    checkpoint_interval: Annotated[
+        float, typer.Option(help="Seconds between checkpoints (and offset commits); 0: after every poll.")
+    ] = 5.0,
     batch_size: Annotated[int | None, typer.Option(help="Records per poll (DISTILLGUARD_BATCH_SIZE).")] = None,
     database_url: Annotated[str | None, typer.Option(help="Database URL (DISTILLGUARD_DATABASE_URL).")] = None,
 ) -> None:
@@ -66,6 +70,8 @@ def consume(
     from ingest.consumer import consume as run_consume
 
     settings = _settings(batch_size=batch_size, database_url=database_url)
+    # kafka-python's IO thread warns whenever our CPU-bound batches hold the GIL for 100 ms: noise
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     options = ConsumeOptions(
         topic=topic,
         group=group,
@@ -76,6 +82,7 @@ def consume(
         metrics_host=metrics_host,
         dlq_topic=dlq_topic,
         decisions_topic=decisions_topic or None,
+        checkpoint_interval_s=checkpoint_interval,
     )
     console.print(f"consuming {topic} as group {group} from {settings.kafka_bootstrap}; Ctrl-C stops it")
     with _fail_cleanly(), _broker_errors(settings.kafka_bootstrap):

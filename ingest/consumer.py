@@ -76,6 +76,9 @@ class ConsumeOptions:
     metrics_host: str = "127.0.0.1"
     max_records: int | None = None
     poll_timeout_ms: int = 500
+    # the checkpoint pickles the whole engine (tens of MB): once per interval, not per poll; offsets
+    # are committed only with a checkpoint, so a crash replays at most this much input
+    checkpoint_interval_s: float = 5.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
 
@@ -203,6 +206,7 @@ class StreamWorker:
         self._state = _State()
         self._committed: dict[int, int] = {}
         self._checkpointed: dict[int, int] = {}
+        self._checkpointed_at = time.monotonic()
         self._snapshot: bytes | None = None
         self._assigned: set[TopicPartition] = set()
         self._batch_records: dict[int, list[Any]] = {}
@@ -248,6 +252,9 @@ class StreamWorker:
             # the state as loaded is the first thing to roll back to
             self._snapshot = self._serialize()
             reached_end = self._loop()
+            if not reached_end and self._state.offsets != self._checkpointed:
+                # stopped by a signal with batches processed since the last checkpoint
+                self._save()
             doc = self.pipeline.report()
             if opts.report_path is not None:
                 write_report(doc, opts.report_path)
@@ -402,6 +409,7 @@ class StreamWorker:
         data = self._serialize()
         write_atomic(self.checkpoint_file, data)
         self._snapshot = data
+        self._checkpointed_at = time.monotonic()
         with self._lock:
             self._checkpointed = dict(self._state.offsets)
         log.debug(
@@ -435,18 +443,20 @@ class StreamWorker:
 
     # --- rebalance hooks (IO thread) -------------------------------------------------------
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Seek newly assigned partitions to the checkpoint's offsets, so state and input agree."""
+        """Seek newly assigned partitions to where the in-memory state stands, so state and input agree.
+
+        At a poll the state is the last checkpoint plus the batches processed since (exactly the
+        checkpoint at start or after a rollback): its offsets, not Kafka's committed ones, say
+        where its next record is.
+        """
         with self._lock:
             self._assigned = set(self.consumer.assignment())
             for tp in assigned:
-                offset = self._checkpointed.get(tp.partition)
+                offset = self._state.offsets.get(tp.partition)
                 if offset is not None:
                     self.consumer.seek(tp, offset)
-            sought = {tp.partition: self._checkpointed.get(tp.partition) for tp in assigned}
-        log.info(
-            "partitions assigned",
-            extra={"partitions": sorted(sought), "checkpoint_offsets": sought},
-        )
+            sought = {tp.partition: self._state.offsets.get(tp.partition) for tp in assigned}
+        log.info("partitions assigned", extra={"partitions": sorted(sought), "state_offsets": sought})
 
     def uncommitted(self, partitions: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
         """Checkpointed offsets of `partitions` not yet committed."""
@@ -508,9 +518,9 @@ class StreamWorker:
                 got = self.consumer.poll(timeout_ms=min(200, max(1, int((deadline - time.monotonic()) * 1000))))
                 if got:
                     # paused partitions return nothing; anything else is from a new assignment,
-                    # which on_assigned has sought to the checkpoint: read it again after the pause
+                    # which on_assigned has sought to the state: read it again after the pause
                     for tp in got:
-                        offset = self._checkpointed.get(tp.partition)
+                        offset = self._state.offsets.get(tp.partition)
                         if offset is not None:
                             self.consumer.seek(tp, offset)
         finally:
@@ -565,11 +575,8 @@ class StreamWorker:
         duplicates_before = self.pipeline.counts.duplicates
         dead_before = self.dead_letter.count
         written = self._process(merged, self._watermark())
-        # durable outputs before the checkpoint, the checkpoint before the commit
-        self.dead_letter.flush()
-        self.publisher.flush()
-        self._checkpoint()
-        self._commit()
+        if time.monotonic() - self._checkpointed_at >= self.options.checkpoint_interval_s:
+            self._save()
         self.metrics.observe_batch(
             read=merged.n_read,
             accepted=merged.accepted.height,
@@ -616,6 +623,10 @@ class StreamWorker:
         self.metrics.add(alerts_written=written)
         if engine.last_tick is not None:
             self._publish(decided_at=engine.last_tick)
+        self._save()
+
+    def _save(self) -> None:
+        """Make what is processed durable: outputs flushed, then the checkpoint, then the commit."""
         self.dead_letter.flush()
         self.publisher.flush()
         self._checkpoint()

@@ -330,6 +330,8 @@ def _consume_cmd(stream: Stream, name: str, *extra: str) -> list[str]:
         str(opts.decisions_topic),
         "--report",
         str(opts.report_path),
+        "--checkpoint-interval",
+        "0",
         *extra,
     ]
 
