@@ -483,12 +483,14 @@ def due_outbox_ids(*, session: Session, now: datetime, limit: int) -> list[int]:
 
 
 def claim_outbox(outbox_id: int, *, session: Session, now: datetime, until: datetime) -> bool:
-    """Take a lease on one message; False when another worker holds it or it is no longer pending."""
+    """Take a lease on one message; False when another worker holds it, or it is no longer pending or due."""
     result = session.execute(
         update(WebhookOutbox)
         .where(
             WebhookOutbox.id == outbox_id,
             WebhookOutbox.status == "pending",
+            # re-checked here: another worker may have attempted it since this one listed it as due
+            WebhookOutbox.next_attempt_at <= now,
             or_(WebhookOutbox.locked_until.is_(None), WebhookOutbox.locked_until < now),
         )
         .values(locked_until=until)
