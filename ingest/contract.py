@@ -7,6 +7,7 @@ Polars over the whole batch. Every rejected record keeps its raw text and a reas
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +37,9 @@ class RecordKind:
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ip_fields: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def known(self) -> frozenset[str]:
+        """Contract field names (everything else is kept in `extra`); computed once, used per record."""
         return frozenset(k for k in self.schema if k != s.EXTRA)
 
 
