@@ -53,7 +53,7 @@ def consume(
     ] = "account-decisions",
     checkpoint_interval: Annotated[
         float, typer.Option(help="Seconds between checkpoints (and offset commits); 0: after every poll.")
-    ] = 5.0,
+    ] = 30.0,
     batch_size: Annotated[int | None, typer.Option(help="Records per poll (DISTILLGUARD_BATCH_SIZE).")] = None,
     database_url: Annotated[str | None, typer.Option(help="Database URL (DISTILLGUARD_DATABASE_URL).")] = None,
 ) -> None:

@@ -78,7 +78,7 @@ class ConsumeOptions:
     poll_timeout_ms: int = 500
     # the checkpoint pickles the whole engine (tens of MB): once per interval, not per poll; offsets
     # are committed only with a checkpoint, so a crash replays at most this much input
-    checkpoint_interval_s: float = 5.0
+    checkpoint_interval_s: float = 30.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
 
