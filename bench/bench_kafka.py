@@ -104,16 +104,39 @@ def raw_consume(bootstrap: str, topic: str, expect: int) -> None:
     print(json.dumps({"records": n, "seconds": seconds}))
 
 
-def run_child(cmd: list[str], env: dict[str, str], log: Path) -> tuple[str, float, int, int]:
-    """Run a child; returns (stdout, wall seconds, exit status, peak RSS in MiB of that child)."""
+# Runs a module as `python -m` would and, at exit, writes its peak RSS (VmHWM) to BENCH_HWM_FILE
+# (optionally profiling it): getrusage of a child forked from this big parent would report the
+# parent's RSS at fork time if that was larger.
+CHILD = """
+import atexit, cProfile, os, runpy, sys
+prof = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
+def done():
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(os.environ["BENCH_PROFILE"])
+    hwm = next(x for x in open("/proc/self/status") if x.startswith("VmHWM"))
+    open(os.environ["BENCH_HWM_FILE"], "w").write(hwm.split()[1])
+atexit.register(done)
+module, sys.argv = sys.argv[1], sys.argv[1:]
+if prof is not None:
+    prof.enable()
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def run_child(
+    module: str, args: list[str], env: dict[str, str], log: Path, profile: Path | None = None
+) -> tuple[str, float, int, int]:
+    """Run `python -m module args`; returns (stdout, wall seconds, exit status, peak RSS in MiB)."""
+    hwm = log.with_suffix(".hwm")
+    env = {**env, "BENCH_HWM_FILE": str(hwm), **({"BENCH_PROFILE": str(profile)} if profile else {})}
     started = time.perf_counter()
     with log.open("wb") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err)
-        assert proc.stdout is not None
-        out = proc.stdout.read().decode()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return out, time.perf_counter() - started, proc.returncode, usage.ru_maxrss // 1024
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, module, *args], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err
+        )
+    peak_kib = int(hwm.read_text()) if hwm.is_file() else 0
+    return proc.stdout.decode(), time.perf_counter() - started, proc.returncode, peak_kib // 1024
 
 
 def owners(profile: Path, top: int = 25) -> None:
@@ -168,11 +191,10 @@ def main() -> None:
     produced, seconds = produce(args.bootstrap, topic, events)
     print(f"produced {produced:,} records to {topic} in {seconds:.1f} s ({produced / seconds:,.0f}/s)")
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILLGUARD_KAFKA_BOOTSTRAP": args.bootstrap}
+    # bench/ on the path for the raw child (this module), the repo for distillguard
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'bench'}:{REPO}", "DISTILLGUARD_KAFKA_BOOTSTRAP": args.bootstrap}
     out, wall_a, rc, rss_a = run_child(
-        [sys.executable, __file__, "--bootstrap", args.bootstrap, "--raw-child", topic, str(produced)],
-        env,
-        work / "raw.log",
+        "bench_kafka", ["--bootstrap", args.bootstrap, "--raw-child", topic, str(produced)], env, work / "raw.log"
     )
     assert rc == 0, (work / "raw.log").read_text()[-2000:]
     raw = json.loads(out.strip().splitlines()[-1])
@@ -185,28 +207,11 @@ def main() -> None:
         "DISTILLGUARD_BATCH_SIZE": str(args.batch_size),
         "COLUMNS": "200",
     }
-    prefix = [sys.executable, "-m", "cProfile", "-o", str(work / "worker.prof")] if args.profile else [sys.executable]
-    out, wall_b, rc, rss_b = run_child(
-        [
-            *prefix,
-            "-m",
-            "distillguard",
-            "consume",
-            "--topic",
-            topic,
-            "--group",
-            f"bench-{topic}",
-            "--stop-at-end",
-            "--accounts",
-            str(accounts),
-            "--decisions-topic",
-            f"{topic}-decisions",
-            "--report",
-            str(work / "report.json"),
-        ],
-        env_b,
-        work / "worker.log",
-    )
+    worker_args = ["consume", "--topic", topic, "--group", f"bench-{topic}", "--stop-at-end"]
+    worker_args += ["--accounts", str(accounts), "--decisions-topic", f"{topic}-decisions"]
+    worker_args += ["--report", str(work / "report.json")]
+    profile = work / "worker.prof" if args.profile else None
+    out, wall_b, rc, rss_b = run_child("distillguard", worker_args, env_b, work / "worker.log", profile=profile)
     assert rc == 0, (work / "worker.log").read_text()[-3000:]
     m = re.search(r"consumed ([\d,]+) records in ([\d.]+) s", out)
     assert m, out[-2000:]
@@ -219,10 +224,11 @@ def main() -> None:
     print(f"{'seconds (first record to end)':<34}{raw['seconds']:>20.1f}{e2e_seconds:>24.1f}")
     print(f"{'events/s':<34}{raw_rate:>20,.0f}{e2e_rate:>24,.0f}")
     print(f"{'process wall seconds (incl. start)':<34}{wall_a:>20.1f}{wall_b:>24.1f}")
-    print(f"{'peak RSS (MiB)':<34}{rss_a:>20,}{rss_b:>24,}")
+    print(f"{'peak RSS, VmHWM (MiB)':<34}{rss_a:>20,}{rss_b:>24,}")
     ratio = e2e_rate / raw_rate
     print(f"end-to-end / raw = {ratio:.1%} (target >= 70%); end-to-end {e2e_rate:,.0f}/s (target >= 25,000/s)")
-    print(f"peak RSS of this script: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"peak RSS of this script (simulation, producer): {own} MiB")
     if args.profile:
         owners(work / "worker.prof")
 
