@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import routes_admin, routes_platform, routes_triage
 from api.cursors import decode_cursor, encode_cursor
-from api.deps import ADMIN, ANALYST, PLATFORM, RateLimiter, Services, retry_after_header
+from api.deps import ADMIN, ANALYST, PLATFORM, RateLimiter, Services, known_query_only, retry_after_header
 from api.schemas import Health, Problem
 from core.db import make_engine, make_sessionmaker, transaction
 from core.errors import DistillguardError, TooManyRequests, Unauthorized
@@ -32,6 +32,7 @@ __all__ = ["create_app", "decode_cursor", "encode_cursor"]
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 SECURED: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "Input the schema admits but the operation cannot use"},
     401: {"model": Problem, "description": "Missing, unknown or revoked API key"},
     403: {"model": Problem, "description": "The key's scope does not allow this"},
     422: {"model": Problem, "description": "Invalid input"},
@@ -44,7 +45,10 @@ SECURED: dict[int | str, dict[str, Any]] = {
 
 
 def _problem(
-    status: int, title: str, detail: str, errors: list[dict[str, object]] | None = None,
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, object]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = Problem(title=title, status=status, detail=detail, errors=errors).model_dump(exclude_none=True)
@@ -63,15 +67,19 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
         sessions=sessions,
         keys=KeyCache(sessions, refresh_seconds=settings.api_key_refresh_seconds),
         decisions=DecisionCache(
-            sessions, policy, refresh_seconds=settings.decisions_refresh_seconds,
+            sessions,
+            policy,
+            refresh_seconds=settings.decisions_refresh_seconds,
             publisher=publisher or make_publisher(settings),
         ),
         policy=policy,
-        limiter=RateLimiter({
-            ANALYST: (settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
-            ADMIN: (settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
-            PLATFORM: (settings.platform_rate_limit_per_second, settings.platform_rate_limit_burst),
-        }),
+        limiter=RateLimiter(
+            {
+                ANALYST: (settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+                ADMIN: (settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+                PLATFORM: (settings.platform_rate_limit_per_second, settings.platform_rate_limit_burst),
+            }
+        ),
     )
 
     @asynccontextmanager
@@ -99,6 +107,7 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
             "application/problem+json."
         ),
         lifespan=lifespan,
+        dependencies=[Depends(known_query_only)],
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -163,10 +172,15 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
 
 
 def _problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
-    """Document every error response as application/problem+json with the Problem schema."""
+    """Document every error response as application/problem+json with the Problem schema.
+
+    Writes may also meet a 409 (a concurrent change caught by a constraint).
+    """
     problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
     for path in schema.get("paths", {}).values():
-        for operation in path.values():
+        for method, operation in path.items():
+            if method != "get" and "security" in operation:
+                operation["responses"].setdefault("409", {"description": "Conflicts with the current state"})
             for code, response in operation.get("responses", {}).items():
                 if str(code)[0] in "45":
                     response["content"] = {PROBLEM: problem}

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
-from core.errors import Forbidden, TooManyRequests, Unauthorized
+from core.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
 from core.settings import Settings
 from detector.decisions import DecisionCache, DecisionPolicy
 from detector.keys import KeyCache, Principal
@@ -72,6 +72,31 @@ class Services:
             yield session
 
 
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Any) -> Iterator[str]:
+    yield from (p.alias for p in dependant.query_params)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not declare (a typo must not silently widen a filter)."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    if route is None or not hasattr(route, "dependant"):
+        return
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_names(route.dependant))
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        allowed = ", ".join(sorted(names)) or "none"
+        raise BadRequest(f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes: {allowed}")
+
+
 def services(request: Request) -> Services:
     """The app's services."""
     return request.app.state.services  # type: ignore[no-any-return]
@@ -113,7 +138,8 @@ def require(*scopes: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
 
     async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if who.scope not in scopes:
-            raise Forbidden(f"{_article(who.scope)} {who.scope} key cannot do this: it needs a key with scope {allowed}")
+            article = _article(who.scope)
+            raise Forbidden(f"{article} {who.scope} key cannot do this: it needs a key with scope {allowed}")
         return who
 
     return check

@@ -29,8 +29,14 @@ def create_key(body: Annotated[KeyIn, Body()], svc: ServicesDep, who: Admin) -> 
     """Create a key; the response is the only time the key is shown."""
     with svc.unit_of_work() as session:
         row, token = keys.create_key(body.name, body.scope, session=session)
-        audit.record("api_key.create", actor=who, target_type="api_key", target_id=row.id, session=session,
-                     detail={"name": row.name, "scope": row.scope})
+        audit.record(
+            "api_key.create",
+            actor=who,
+            target_type="api_key",
+            target_id=row.id,
+            session=session,
+            detail={"name": row.name, "scope": row.scope},
+        )
         out = KeyCreated(**KeyOut.model_validate(row).model_dump(), key=token)
     return out
 
@@ -59,8 +65,9 @@ def add_webhook(body: Annotated[WebhookIn, Body()], svc: ServicesDep, who: Admin
     """Register (or re-activate) an endpoint; the response carries its signing secret, once."""
     with svc.unit_of_work() as session:
         row, secret = escalations.add_endpoint(body.url, session=session, secret=body.secret)
-        audit.record("webhook.add", actor=who, target_type="webhook", target_id=row.id, session=session,
-                     detail={"url": row.url})
+        audit.record(
+            "webhook.add", actor=who, target_type="webhook", target_id=row.id, session=session, detail={"url": row.url}
+        )
         out = WebhookCreated(**WebhookOut.model_validate(row).model_dump(), secret=secret)
     return out
 
@@ -70,7 +77,13 @@ def remove_webhook(endpoint_id: EndpointId, svc: ServicesDep, who: Admin) -> Web
     """Deactivate an endpoint: new escalations no longer go to it (queued ones still do)."""
     with svc.unit_of_work() as session:
         row = escalations.deactivate_endpoint(endpoint_id, session=session)
-        audit.record("webhook.deactivate", actor=who, target_type="webhook", target_id=row.id, session=session,
-                     detail={"url": row.url})
+        audit.record(
+            "webhook.deactivate",
+            actor=who,
+            target_type="webhook",
+            target_id=row.id,
+            session=session,
+            detail={"url": row.url},
+        )
         out = WebhookOut.model_validate(row)
     return out

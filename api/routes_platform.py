@@ -64,8 +64,14 @@ def override_decision(
         raise BadRequest(f"rpm_limit does not apply to {body.action}: leave it out")
     with svc.unit_of_work() as session:
         outcome = triage.override_decision(
-            account_id, body.action, actor=who, comment=body.comment, session=session, policy=svc.policy,
-            rpm_limit=body.rpm_limit, expires_at=body.expires_at,
+            account_id,
+            body.action,
+            actor=who,
+            comment=body.comment,
+            session=session,
+            policy=svc.policy,
+            rpm_limit=body.rpm_limit,
+            expires_at=body.expires_at,
         )
         escalation_id = outcome.escalations[0].id if outcome.escalations else None
     svc.decisions.reload(outcome.accounts)
@@ -97,8 +103,9 @@ def list_escalations(
 ) -> EscalationPage:
     """KYC escalations, newest first; cursor-paginated."""
     after = decode_cursor(cursor, "e") if cursor else None
-    rows = repository.list_escalations(session=db, limit=limit + 1, after_id=after, status=status,
-                                       account_id=account_id)
+    rows = repository.list_escalations(
+        session=db, limit=limit + 1, after_id=after, status=status, account_id=account_id
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     return EscalationPage(
@@ -107,8 +114,9 @@ def list_escalations(
     )
 
 
-@router.get("/v1/escalations/{escalation_id}", response_model=EscalationDetail, tags=["escalations"],
-            responses=NOT_FOUND)
+@router.get(
+    "/v1/escalations/{escalation_id}", response_model=EscalationDetail, tags=["escalations"], responses=NOT_FOUND
+)
 def get_escalation(escalation_id: EscalationId, db: SessionDep, _: AnyKey) -> EscalationDetail:
     """One escalation with its webhook messages and every delivery attempt."""
     esc = repository.get_escalation(escalation_id, session=db)
@@ -123,8 +131,12 @@ def get_escalation(escalation_id: EscalationId, db: SessionDep, _: AnyKey) -> Es
     )
 
 
-@router.post("/v1/escalations/{escalation_id}/outcome", response_model=OutcomeOut, tags=["escalations"],
-             responses={**NOT_FOUND, **CONFLICT})
+@router.post(
+    "/v1/escalations/{escalation_id}/outcome",
+    response_model=OutcomeOut,
+    tags=["escalations"],
+    responses={**NOT_FOUND, **CONFLICT},
+)
 def escalation_outcome(
     escalation_id: EscalationId, body: Annotated[OutcomeIn, Body()], svc: ServicesDep, who: Platform
 ) -> OutcomeOut:
@@ -136,4 +148,3 @@ def escalation_outcome(
         esc_out = EscalationOut.model_validate(esc)
     svc.decisions.reload([esc_out.account_id])
     return OutcomeOut(escalation=esc_out, decision=decision_out(svc.decisions.get(esc_out.account_id)))
-

@@ -96,8 +96,14 @@ def _timeline(account_id: str, db: Session) -> list[ActivityPoint]:
     for row in repository.account_activity(account_id, session=db):
         new = row.n_events - previous if previous is not None else row.n_events
         points.append(
-            ActivityPoint(hour=row.hour, score=row.score, n_events=row.n_events, new_events=max(new, 0),
-                          ring_id=row.ring_id, action=row.action)
+            ActivityPoint(
+                hour=row.hour,
+                score=row.score,
+                n_events=row.n_events,
+                new_events=max(new, 0),
+                ring_id=row.ring_id,
+                action=row.action,
+            )
         )
         previous = row.n_events
     return points
@@ -137,14 +143,20 @@ def transition_alert(
         raise BadRequest("suppress_days applies only to a false_positive transition")
     with svc.unit_of_work() as session:
         alert, suppression, outcome = triage.transition_alert(
-            alert_id, body.status, actor=who, comment=body.comment, session=session, policy=svc.policy,
+            alert_id,
+            body.status,
+            actor=who,
+            comment=body.comment,
+            session=session,
+            policy=svc.policy,
             suppress_days=body.suppress_days or svc.settings.suppression_days,
         )
         alert_out = AlertOut.model_validate(alert)
         sup_out = suppression_out(suppression, datetime.now(UTC)) if suppression else None
     svc.decisions.reload(outcome.accounts)
-    return TransitionOut(alert=alert_out, suppression=sup_out,
-                         decision=decision_out(svc.decisions.get(alert_out.account_id)))
+    return TransitionOut(
+        alert=alert_out, suppression=sup_out, decision=decision_out(svc.decisions.get(alert_out.account_id))
+    )
 
 
 @router.get("/v1/rings", response_model=list[RingOut], tags=["rings"])
@@ -166,16 +178,20 @@ def get_ring(ring_id: RingId, db: SessionDep, svc: ServicesDep, _: AnyKey) -> Ri
         a = alerts.get(account_id)
         d = svc.decisions.get(account_id)
         details.append(
-            MemberOut(account_id=account_id, alert_id=a.id if a else None, status=a.status if a else None,
-                      severity=a.severity if a else None, score=a.score if a else None,
-                      action=d.action, decision_source=d.source)
+            MemberOut(
+                account_id=account_id,
+                alert_id=a.id if a else None,
+                status=a.status if a else None,
+                severity=a.severity if a else None,
+                score=a.score if a else None,
+                action=d.action,
+                decision_source=d.source,
+            )
         )
     return RingDetail(**RingOut.model_validate(ring).model_dump(), members=members, member_alerts=details)
 
 
-@router.post(
-    "/v1/rings/{ring_id}/actions", response_model=RingActionOut, tags=["rings"], responses=NOT_FOUND
-)
+@router.post("/v1/rings/{ring_id}/actions", response_model=RingActionOut, tags=["rings"], responses=NOT_FOUND)
 def act_on_ring(ring_id: RingId, body: Annotated[RingActionIn, Body()], svc: ServicesDep, who: Triage) -> RingActionOut:
     """Throttle, escalate to KYC, or block every member of a ring (members suppressed as false positives excepted)."""
     _aware("expires_at", body.expires_at)
@@ -183,15 +199,24 @@ def act_on_ring(ring_id: RingId, body: Annotated[RingActionIn, Body()], svc: Ser
     expires_at = body.expires_at or now + svc.policy.override_ttl
     with svc.unit_of_work() as session:
         outcome = triage.act_on_ring(
-            ring_id, body.action, actor=who, comment=body.comment, session=session, policy=svc.policy,
-            expires_at=expires_at, now=now,
+            ring_id,
+            body.action,
+            actor=who,
+            comment=body.comment,
+            session=session,
+            policy=svc.policy,
+            expires_at=expires_at,
+            now=now,
         )
         members = repository.ring_members(ring_id, session=session)
         escalation_ids = [e.id for e in outcome.escalations]
     svc.decisions.reload(outcome.accounts)
     return RingActionOut(
-        ring_id=ring_id, action=body.action, accounts=outcome.accounts,
-        skipped_suppressed=sorted(set(members) - set(outcome.accounts)), escalation_ids=escalation_ids,
+        ring_id=ring_id,
+        action=body.action,
+        accounts=outcome.accounts,
+        skipped_suppressed=sorted(set(members) - set(outcome.accounts)),
+        escalation_ids=escalation_ids,
         expires_at=expires_at,
     )
 

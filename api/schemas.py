@@ -347,7 +347,10 @@ class WebhookIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: Annotated[str, Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s/\x00]+[^\x00]*$")]
+    # ASCII host (IDNA names in their xn-- form), optional port, then any printable path
+    url: Annotated[
+        str, Field(min_length=8, max_length=2000, pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[!-~]*)?$")
+    ]
     secret: Annotated[str, Field(min_length=16, max_length=200, pattern=NO_NUL)] | None = Field(
         default=None, description="HMAC secret; generated when omitted."
     )

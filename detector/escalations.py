@@ -58,7 +58,12 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def verify_signature(
-    secret: str, *, timestamp: str, signature: str, body: bytes, tolerance_seconds: float = 300,
+    secret: str,
+    *,
+    timestamp: str,
+    signature: str,
+    body: bytes,
+    tolerance_seconds: float = 300,
     now: float | None = None,
 ) -> bool:
     """A receiver's check: the signature matches and the timestamp is recent (no replays)."""
@@ -84,8 +89,13 @@ def sync_settings_endpoints(settings: Settings, *, session: Session) -> list[Web
     secret = settings.kyc_webhook_secret.get_secret_value()
     return [
         repository.upsert_endpoint(
-            {"url": _valid_url(url), "secret": secret, "active": True, "source": "settings",
-             "created_at": datetime.now(UTC)},
+            {
+                "url": _valid_url(url),
+                "secret": secret,
+                "active": True,
+                "source": "settings",
+                "created_at": datetime.now(UTC),
+            },
             session=session,
         )
         for url in settings.kyc_webhook_urls
@@ -114,8 +124,11 @@ def deactivate_endpoint(endpoint_id: int, *, session: Session) -> WebhookEndpoin
 
 
 def _valid_url(url: str) -> str:
-    parsed = httpx.URL(url) if url else None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise BadRequest(f"invalid webhook URL {url!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
         raise BadRequest(f"webhook URL must be http(s)://host/...: {url!r}")
     return url
 
@@ -183,8 +196,13 @@ def escalate(
     if not endpoints:
         log.warning("escalation has no webhook endpoint to go to", extra={"escalation_id": esc.id})
     audit.record(
-        "escalation.create", actor=actor, target_type="escalation", target_id=esc.id, session=session,
-        comment=reason, detail={"account_id": account_id, "ring_id": ring_id, "endpoints": len(endpoints)},
+        "escalation.create",
+        actor=actor,
+        target_type="escalation",
+        target_id=esc.id,
+        session=session,
+        comment=reason,
+        detail={"account_id": account_id, "ring_id": ring_id, "endpoints": len(endpoints)},
         now=now,
     )
     return esc, True
@@ -223,8 +241,14 @@ def record_outcome(
         now=now,
     )
     audit.record(
-        f"escalation.{outcome}", actor=actor, target_type="escalation", target_id=esc.id, session=session,
-        comment=comment, detail={"account_id": esc.account_id}, now=now,
+        f"escalation.{outcome}",
+        actor=actor,
+        target_type="escalation",
+        target_id=esc.id,
+        session=session,
+        comment=comment,
+        detail={"account_id": esc.account_id},
+        now=now,
     )
     return esc
 
@@ -357,17 +381,30 @@ class DeliveryWorker:
         finished = datetime.now(UTC)
         if error is None:
             outcome = "delivered"
-            values: dict[str, Any] = {"status": "delivered", "attempts": attempt, "delivered_at": finished,
-                                      "last_error": None}
+            values: dict[str, Any] = {
+                "status": "delivered",
+                "attempts": attempt,
+                "delivered_at": finished,
+                "last_error": None,
+            }
         elif attempt >= self.config.max_attempts:
             outcome = "dead"
             values = {"status": "dead", "attempts": attempt, "last_error": error}
         else:
             outcome = "retry"
-            values = {"attempts": attempt, "last_error": error,
-                      "next_attempt_at": finished + timedelta(seconds=self.config.backoff(attempt))}
-        log_row = {"attempt": attempt, "started_at": started, "duration_ms": duration_ms,
-                   "status_code": status_code, "error": error, "outcome": outcome}
+            values = {
+                "attempts": attempt,
+                "last_error": error,
+                "next_attempt_at": finished + timedelta(seconds=self.config.backoff(attempt)),
+            }
+        log_row = {
+            "attempt": attempt,
+            "started_at": started,
+            "duration_ms": duration_ms,
+            "status_code": status_code,
+            "error": error,
+            "outcome": outcome,
+        }
         with transaction(self.sessions) as session:
             kept = repository.finish_attempt(outbox_id, session=session, lease=lease, values=values, log=log_row)
         if not kept:
@@ -379,6 +416,15 @@ class DeliveryWorker:
         else:
             self.stats.retried += 1
         level = logging.INFO if outcome == "delivered" else logging.WARNING
-        log.log(level, "webhook attempt", extra={"outbox_id": outbox_id, "attempt": attempt, "outcome": outcome,
-                                                 "status_code": status_code, "error": error})
+        log.log(
+            level,
+            "webhook attempt",
+            extra={
+                "outbox_id": outbox_id,
+                "attempt": attempt,
+                "outcome": outcome,
+                "status_code": status_code,
+                "error": error,
+            },
+        )
         return True

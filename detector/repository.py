@@ -45,8 +45,10 @@ def upsert_alerts(rows: Sequence[dict[str, Any]], *, session: Session) -> None:
     if not rows:
         return
     stmt = _insert(session, Alert.__table__)
-    updated = {c: stmt.excluded[c] for c in ("ring_id", "score", "severity", "action", "last_scored_ts",
-                                              "n_events", "reasons", "updated_at")}
+    updated = {
+        c: stmt.excluded[c]
+        for c in ("ring_id", "score", "severity", "action", "last_scored_ts", "n_events", "reasons", "updated_at")
+    }
     # chunks keep each statement under the backends' bound-parameter limits
     for start in range(0, len(rows), 500):
         chunk = rows[start : start + 500]
@@ -66,9 +68,11 @@ def upsert_rings(rings: Sequence[dict[str, Any]], *, session: Session) -> None:
         )
         session.execute(delete(RingMember).where(RingMember.ring_id == ring["ring_id"]))
         if members:
-            session.execute(_insert(session, RingMember.__table__).values(
-                [{"ring_id": ring["ring_id"], "account_id": m} for m in members]
-            ).on_conflict_do_nothing())
+            session.execute(
+                _insert(session, RingMember.__table__)
+                .values([{"ring_id": ring["ring_id"], "account_id": m} for m in members])
+                .on_conflict_do_nothing()
+            )
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ def list_rings(*, session: Session) -> list[Ring]:
 
 def ring_members(ring_id: str, *, session: Session) -> list[str]:
     """Account ids of one ring."""
-    return list(session.scalars(select(RingMember.account_id).where(RingMember.ring_id == ring_id).order_by(RingMember.account_id)))
+    q = select(RingMember.account_id).where(RingMember.ring_id == ring_id).order_by(RingMember.account_id)
+    return list(session.scalars(q))
 
 
 def get_ring(ring_id: str, *, session: Session) -> Ring | None:
@@ -281,9 +286,7 @@ def upsert_override(row: dict[str, Any], *, session: Session) -> None:
     """Set an account's override decision (one per account; the latest replaces the previous)."""
     stmt = _insert(session, DecisionOverride.__table__).values(**row)
     cols = ("action", "rpm_limit", "reason", "source", "actor", "expires_at", "updated_at")
-    session.execute(
-        stmt.on_conflict_do_update(index_elements=["account_id"], set_={c: stmt.excluded[c] for c in cols})
-    )
+    session.execute(stmt.on_conflict_do_update(index_elements=["account_id"], set_={c: stmt.excluded[c] for c in cols}))
 
 
 def get_override(account_id: str, *, session: Session) -> DecisionOverride | None:
@@ -308,8 +311,16 @@ def overrides_of(account_ids: Sequence[str], *, session: Session) -> list[Decisi
     return out
 
 
-_DECISION_COLS = (Alert.id, Alert.account_id, Alert.status, Alert.action, Alert.score, Alert.severity,
-                  Alert.ring_id, Alert.updated_at)
+_DECISION_COLS = (
+    Alert.id,
+    Alert.account_id,
+    Alert.status,
+    Alert.action,
+    Alert.score,
+    Alert.severity,
+    Alert.ring_id,
+    Alert.updated_at,
+)
 
 
 def alert_decisions_changed_since(since: datetime | None, *, session: Session) -> list[Any]:
@@ -433,7 +444,11 @@ def get_escalation(escalation_id: int, *, session: Session, for_update: bool = F
 
 
 def list_escalations(
-    *, session: Session, limit: int, after_id: int | None = None, status: str | None = None,
+    *,
+    session: Session,
+    limit: int,
+    after_id: int | None = None,
+    status: str | None = None,
     account_id: str | None = None,
 ) -> list[Escalation]:
     """Escalations, newest first, after a cursor (exclusive)."""

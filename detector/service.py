@@ -85,8 +85,15 @@ def record_outcomes(outcomes: Iterable[TickOutcome], *, session: Session, now: d
     repository.upsert_alerts([alert_row(f, now=now) for f in live], session=session)
     # flagged again after the suppression lapsed: back to the analysts (the label stays on record)
     for alert in repository.reopen_false_positives([f.alert_key for f in live], session=session, now=now):
-        audit.record("alert.reopen", actor=audit.DETECTOR, target_type="alert", target_id=alert.id,
-                     session=session, comment="flagged again after its suppression expired", now=now)
+        audit.record(
+            "alert.reopen",
+            actor=audit.DETECTOR,
+            target_type="alert",
+            target_id=alert.id,
+            session=session,
+            comment="flagged again after its suppression expired",
+            now=now,
+        )
     repository.upsert_rings([ring_row(r, now=now) for r in rings.values()], session=session)
     activity = {(r["account_id"], r["hour"]): r for r in (activity_row(f, now=now) for f in flags.values())}
     repository.upsert_activity(list(activity.values()), session=session)

@@ -75,20 +75,43 @@ def transition_alert(
     if to == FALSE_POSITIVE:
         expires = now + timedelta(days=suppress_days)
         suppression = repository.add_suppression(
-            {"account_id": alert.account_id, "alert_id": alert.id, "label": FALSE_POSITIVE,
-             "actor": actor.name, "comment": comment, "created_at": now, "expires_at": expires},
+            {
+                "account_id": alert.account_id,
+                "alert_id": alert.id,
+                "label": FALSE_POSITIVE,
+                "actor": actor.name,
+                "comment": comment,
+                "created_at": now,
+                "expires_at": expires,
+            },
             session=session,
         )
         # an analyst's or ring's earlier action on the account falls with the verdict
         set_override(
-            alert.account_id, "allow", actor=actor, reason=f"false positive (alert {alert.id}): {comment}",
-            source="suppression", expires_at=expires, session=session, policy=policy, now=now,
+            alert.account_id,
+            "allow",
+            actor=actor,
+            reason=f"false positive (alert {alert.id}): {comment}",
+            source="suppression",
+            expires_at=expires,
+            session=session,
+            policy=policy,
+            now=now,
         )
     audit.record(
-        "alert.transition", actor=actor, target_type="alert", target_id=alert.id, session=session,
-        comment=comment, now=now,
-        detail={"from": previous, "to": to, "account_id": alert.account_id,
-                **({"suppressed_until": suppression.expires_at.isoformat()} if suppression else {})},
+        "alert.transition",
+        actor=actor,
+        target_type="alert",
+        target_id=alert.id,
+        session=session,
+        comment=comment,
+        now=now,
+        detail={
+            "from": previous,
+            "to": to,
+            "account_id": alert.account_id,
+            **({"suppressed_until": suppression.expires_at.isoformat()} if suppression else {}),
+        },
     )
     log.info("alert transition", extra={"alert_id": alert.id, "from": previous, "to": to, "actor": actor.name})
     return alert, suppression, outcome
@@ -118,20 +141,41 @@ def act_on_ring(
     outcome = Outcome(accounts=targets)
     for account_id in targets:
         set_override(
-            account_id, action, actor=actor, reason=f"ring {ring_id} {action} by {actor.name}: {comment}",
-            source="ring_action", expires_at=expires_at, session=session, policy=policy, now=now,
+            account_id,
+            action,
+            actor=actor,
+            reason=f"ring {ring_id} {action} by {actor.name}: {comment}",
+            source="ring_action",
+            expires_at=expires_at,
+            session=session,
+            policy=policy,
+            now=now,
         )
         if action == "require_kyc":
             esc, _ = escalate(
-                account_id, actor=actor, reason=f"ring {ring_id}: {comment}", ring_id=ring_id,
-                session=session, now=now,
+                account_id,
+                actor=actor,
+                reason=f"ring {ring_id}: {comment}",
+                ring_id=ring_id,
+                session=session,
+                now=now,
             )
             outcome.escalations.append(esc)
     audit.record(
-        "ring.action", actor=actor, target_type="ring", target_id=ring_id, session=session, comment=comment,
+        "ring.action",
+        actor=actor,
+        target_type="ring",
+        target_id=ring_id,
+        session=session,
+        comment=comment,
         now=now,
-        detail={"action": action, "accounts": len(targets), "skipped_suppressed": sorted(suppressed),
-                "expires_at": expires_at.isoformat(), "escalations": [e.id for e in outcome.escalations]},
+        detail={
+            "action": action,
+            "accounts": len(targets),
+            "skipped_suppressed": sorted(suppressed),
+            "expires_at": expires_at.isoformat(),
+            "escalations": [e.id for e in outcome.escalations],
+        },
     )
     return outcome
 
@@ -153,16 +197,29 @@ def override_decision(
     validate_action(action)
     expires_at = expires_at or now + policy.override_ttl
     set_override(
-        account_id, action, actor=actor, reason=f"analyst {actor.name}: {comment}", source="analyst",
-        expires_at=expires_at, rpm_limit=rpm_limit, session=session, policy=policy, now=now,
+        account_id,
+        action,
+        actor=actor,
+        reason=f"analyst {actor.name}: {comment}",
+        source="analyst",
+        expires_at=expires_at,
+        rpm_limit=rpm_limit,
+        session=session,
+        policy=policy,
+        now=now,
     )
     outcome = Outcome(accounts=[account_id])
     if action == "require_kyc":
         esc, _ = escalate(account_id, actor=actor, reason=comment, session=session, now=now)
         outcome.escalations.append(esc)
     audit.record(
-        "decision.override", actor=actor, target_type="account", target_id=account_id, session=session,
-        comment=comment, now=now,
+        "decision.override",
+        actor=actor,
+        target_type="account",
+        target_id=account_id,
+        session=session,
+        comment=comment,
+        now=now,
         detail={"action": action, "rpm_limit": rpm_limit, "expires_at": expires_at.isoformat()},
     )
     return outcome
@@ -176,7 +233,12 @@ def clear_decision(
     if not clear_override(account_id, actor=actor, session=session, now=now):
         raise NotFound(f"account {account_id} has no override in force")
     audit.record(
-        "decision.clear", actor=actor, target_type="account", target_id=account_id, session=session,
-        comment=comment, now=now,
+        "decision.clear",
+        actor=actor,
+        target_type="account",
+        target_id=account_id,
+        session=session,
+        comment=comment,
+        now=now,
     )
     return Outcome(accounts=[account_id])

@@ -49,9 +49,23 @@ class RecordingPublisher:
 
 
 def _flag(acct: str, *, score: float, ring: str | None, action: str, n: int, at: datetime) -> Flag:
-    return Flag(acct, T0, score, at, ring_id=ring, action=action, n_events=n,
-                reasons=[{"feature": "events_per_active_hour", "value": 120.0 + n, "baseline": 4.0,
-                          "detail": "p99.9 of the population"}])
+    return Flag(
+        acct,
+        T0,
+        score,
+        at,
+        ring_id=ring,
+        action=action,
+        n_events=n,
+        reasons=[
+            {
+                "feature": "events_per_active_hour",
+                "value": 120.0 + n,
+                "baseline": 4.0,
+                "detail": "p99.9 of the population",
+            }
+        ],
+    )
 
 
 def seed(url: str) -> None:
@@ -64,8 +78,7 @@ def seed(url: str) -> None:
         for i, acct in enumerate(BIG):
             flags[acct] = _flag(acct, score=0.99, ring=BIG_RING, action="block", n=100 * (hour + 1) + i, at=at)
         for i, acct in enumerate(SMALL):
-            flags[acct] = _flag(acct, score=0.93, ring=SMALL_RING, action="require_kyc", n=40 * (hour + 1) + i,
-                                at=at)
+            flags[acct] = _flag(acct, score=0.93, ring=SMALL_RING, action="require_kyc", n=40 * (hour + 1) + i, at=at)
         for i, acct in enumerate(SOLO):
             flags[acct] = _flag(acct, score=0.991 - i * 0.03, ring=None, action="throttle", n=600 * (hour + 1), at=at)
         rings = [

@@ -6,14 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import corpus_path
 from fastapi.testclient import TestClient
+from sim_fixtures import Replayed, replay_into, simulate_small
 
 from api.app import create_app, decode_cursor, encode_cursor
-from conftest import corpus_path
 from core.db import make_engine, make_sessionmaker, transaction
 from core.settings import Settings
 from detector import keys
-from sim_fixtures import Replayed, replay_into, simulate_small
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,8 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def replayed(request: pytest.FixtureRequest, sim_dir: Path, tmp_path: Path) -> Replayed:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'api.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
+    sqlite = f"sqlite:///{tmp_path / 'api.db'}"
+    url = sqlite if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     return replay_into(sim_dir, url)
 
 

@@ -1,4 +1,5 @@
 """Keys, scopes and rate limits: every route refuses what it must, on SQLite and real PostgreSQL."""
+# ruff: noqa: F401, F811  (fixtures are imported by name and requested as parameters)
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from api_fixtures import BIG_RING, SOLO, Env, env, shared_env
 from fastapi.testclient import TestClient
 
-from api_fixtures import BIG_RING, SOLO, Env, env, shared_env  # noqa: F401
 from core.db import transaction
 from detector import keys
 
@@ -38,11 +39,30 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
 ]
 WRITES_ALERTS = {"/transitions", "/actions"}
 ALLOWED: dict[str, set[str]] = {
-    "analyst": {"GET /v1/alerts", "GET /v1/alerts/1", "POST /transitions", "GET /v1/rings", "GET /v1/rings/r-big",
-                "POST /actions", "GET /v1/decisions", "PUT /v1/decisions", "DELETE /v1/decisions",
-                "GET /v1/escalations", "GET /v1/escalations/n", "GET /v1/audit"},
-    "platform": {"GET /v1/alerts", "GET /v1/alerts/1", "GET /v1/rings", "GET /v1/rings/r-big", "GET /v1/decisions",
-                 "GET /v1/escalations", "GET /v1/escalations/n", "POST /outcome"},
+    "analyst": {
+        "GET /v1/alerts",
+        "GET /v1/alerts/1",
+        "POST /transitions",
+        "GET /v1/rings",
+        "GET /v1/rings/r-big",
+        "POST /actions",
+        "GET /v1/decisions",
+        "PUT /v1/decisions",
+        "DELETE /v1/decisions",
+        "GET /v1/escalations",
+        "GET /v1/escalations/n",
+        "GET /v1/audit",
+    },
+    "platform": {
+        "GET /v1/alerts",
+        "GET /v1/alerts/1",
+        "GET /v1/rings",
+        "GET /v1/rings/r-big",
+        "GET /v1/decisions",
+        "GET /v1/escalations",
+        "GET /v1/escalations/n",
+        "POST /outcome",
+    },
 }
 
 
@@ -63,14 +83,20 @@ def _allowed(scope: str, method: str, path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def anon(shared_env: Env) -> Iterator[TestClient]:  # noqa: F811
+def anon(shared_env: Env) -> Iterator[TestClient]:
     yield from shared_env.client(None)
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
 @pytest.mark.parametrize("scope", ["analyst", "platform", "admin"])
-def test_scope_matrix(anon: TestClient, shared_env: Env, scope: str, method: str, path: str,  # noqa: F811
-                      body: dict[str, Any] | None) -> None:
+def test_scope_matrix(
+    anon: TestClient,
+    shared_env: Env,
+    scope: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+) -> None:
     r = anon.request(method, path, json=body, headers=shared_env.headers(scope))
     if _allowed(scope, method, path):
         assert r.status_code not in (401, 403), r.text
@@ -93,8 +119,9 @@ def test_platform_keys_cannot_change_alerts_and_analysts_cannot_change_configura
 @pytest.mark.parametrize(
     "authorization", [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer dg_wrong", "Bearer " + "x" * 5000]
 )
-def test_every_route_but_healthz_needs_a_valid_key(anon: TestClient, method: str, path: str,
-                                                   body: dict[str, Any] | None, authorization: str | None) -> None:
+def test_every_route_but_healthz_needs_a_valid_key(
+    anon: TestClient, method: str, path: str, body: dict[str, Any] | None, authorization: str | None
+) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     r = anon.request(method, path, json=body, headers=headers)
     assert r.status_code == 401, r.text
@@ -109,9 +136,7 @@ def test_every_documented_route_is_in_the_matrix(anon: TestClient) -> None:
     }
     covered = set()
     for method, path, _ in ROUTES:
-        match = next(
-            (d for d in documented if d[0] == method and _same_route(d[1], path)), None
-        )
+        match = next((d for d in documented if d[0] == method and _same_route(d[1], path)), None)
         assert match, (method, path)
         covered.add(match)
     assert covered == documented
@@ -122,7 +147,7 @@ def _same_route(template: str, path: str) -> bool:
     return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))
 
 
-def test_revoked_key_is_refused(env: Env) -> None:  # noqa: F811
+def test_revoked_key_is_refused(env: Env) -> None:
     for c in env.client("platform"):
         assert c.get("/v1/decisions/a").status_code == 200
         with transaction(env.sessions()) as session:
@@ -132,7 +157,7 @@ def test_revoked_key_is_refused(env: Env) -> None:  # noqa: F811
         assert r.status_code == 401 and "revoked" in r.json()["detail"]
 
 
-def test_rate_limit_per_key_is_a_429_with_retry_after(env: Env) -> None:  # noqa: F811
+def test_rate_limit_per_key_is_a_429_with_retry_after(env: Env) -> None:
     for c in env.client("analyst", api_rate_limit_per_second=1.0, api_rate_limit_burst=3):
         codes = [c.get("/v1/rings").status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]

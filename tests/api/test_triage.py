@@ -1,4 +1,5 @@
 """Triage over HTTP on SQLite and real PostgreSQL: transitions, suppressions, audit, rings, decisions, escalations."""
+# ruff: noqa: F401, F811  (fixtures are imported by name and requested as parameters)
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from api_fixtures import BIG, BIG_RING, SMALL, SMALL_RING, SOLO, T0, Env, env, seed
 from fastapi.testclient import TestClient
 
-from api_fixtures import BIG, BIG_RING, SMALL, SMALL_RING, SOLO, T0, Env, env, seed  # noqa: F401
 from core.db import transaction
 from detector import repository
 from detector.engine import Flag, TickOutcome
@@ -18,7 +19,7 @@ from detector.service import record_outcomes
 
 
 @pytest.fixture
-def analyst(env: Env) -> Iterator[TestClient]:  # noqa: F811
+def analyst(env: Env) -> Iterator[TestClient]:
     yield from env.client("analyst")
 
 
@@ -76,14 +77,26 @@ def test_alert_detail_has_evidence_timeline_and_decision(analyst: TestClient) ->
 
 VALID = [("open", "acknowledged"), ("acknowledged", "resolved"), ("acknowledged", "false_positive")]
 INVALID = [
-    ("open", "resolved"), ("open", "false_positive"), ("open", "open"),
-    ("acknowledged", "acknowledged"), ("acknowledged", "open"),
-    ("resolved", "acknowledged"), ("resolved", "false_positive"), ("resolved", "open"), ("resolved", "resolved"),
-    ("false_positive", "acknowledged"), ("false_positive", "resolved"), ("false_positive", "open"),
+    ("open", "resolved"),
+    ("open", "false_positive"),
+    ("open", "open"),
+    ("acknowledged", "acknowledged"),
+    ("acknowledged", "open"),
+    ("resolved", "acknowledged"),
+    ("resolved", "false_positive"),
+    ("resolved", "open"),
+    ("resolved", "resolved"),
+    ("false_positive", "acknowledged"),
+    ("false_positive", "resolved"),
+    ("false_positive", "open"),
     ("false_positive", "false_positive"),
 ]
-PATH = {"open": [], "acknowledged": ["acknowledged"], "resolved": ["acknowledged", "resolved"],
-        "false_positive": ["acknowledged", "false_positive"]}
+PATH = {
+    "open": [],
+    "acknowledged": ["acknowledged"],
+    "resolved": ["acknowledged", "resolved"],
+    "false_positive": ["acknowledged", "false_positive"],
+}
 
 
 def _walk(c: TestClient, alert_id: int, to: str) -> None:
@@ -102,7 +115,8 @@ def test_every_valid_transition_is_recorded_with_actor_and_comment(analyst: Test
         assert r.json()["alert"]["status"] == to
     history = analyst.get(f"/v1/alerts/{alert['id']}").json()["history"]
     assert [(h["detail"]["from"], h["detail"]["to"]) for h in history] == [
-        ("open", "acknowledged"), ("acknowledged", "false_positive")
+        ("open", "acknowledged"),
+        ("acknowledged", "false_positive"),
     ]
     assert all(h["actor"] == "test-analyst" and h["comment"].startswith("to ") for h in history)
 
@@ -131,7 +145,7 @@ def test_transition_needs_a_comment_and_suppress_days_only_for_false_positive(an
     assert _move(analyst, 2147483647, "acknowledged").status_code == 404
 
 
-def test_false_positive_suppresses_labels_and_holds_against_the_detector(env: Env, analyst: TestClient) -> None:  # noqa: F811
+def test_false_positive_suppresses_labels_and_holds_against_the_detector(env: Env, analyst: TestClient) -> None:
     acct = SOLO[0]
     alert = _alert_of(analyst, acct)
     assert analyst.get(f"/v1/decisions/{acct}").json()["action"] == "throttle"
@@ -150,8 +164,10 @@ def test_false_positive_suppresses_labels_and_holds_against_the_detector(env: En
     # the pipeline flags the account again (a later tick, and a brand-new first flag): nothing re-raised
     sessions = env.sessions()
     later = T0 + timedelta(hours=5)
-    again = [Flag(acct, T0, 0.999, later, action="block", n_events=5000),
-             Flag(acct, later, 0.999, later, action="block", n_events=5000)]
+    again = [
+        Flag(acct, T0, 0.999, later, action="block", n_events=5000),
+        Flag(acct, later, 0.999, later, action="block", n_events=5000),
+    ]
     with transaction(sessions) as session:
         record_outcomes([TickOutcome(later, 10, again, [])], session=session)
     alerts = analyst.get("/v1/alerts", params={"account_id": acct}).json()
@@ -179,7 +195,7 @@ def test_resolved_keeps_the_detector_decision(analyst: TestClient) -> None:
 # --- audit ---
 
 
-def test_audit_log_lists_every_action_with_filters_and_cursor(env: Env, analyst: TestClient) -> None:  # noqa: F811
+def test_audit_log_lists_every_action_with_filters_and_cursor(env: Env, analyst: TestClient) -> None:
     alert = _alert_of(analyst, SOLO[1])
     _walk(analyst, alert["id"], "resolved")
     analyst.put(f"/v1/decisions/{SOLO[2]}", json={"action": "block", "comment": "abuse report"})
@@ -213,7 +229,7 @@ def test_rings_list_and_detail(analyst: TestClient) -> None:
 
 
 @pytest.mark.parametrize("action", ["throttle", "require_kyc", "block"])
-def test_one_action_on_a_whole_ring(env: Env, analyst: TestClient, action: str) -> None:  # noqa: F811
+def test_one_action_on_a_whole_ring(env: Env, analyst: TestClient, action: str) -> None:
     # a member the analysts cleared is left alone
     cleared = _alert_of(analyst, SMALL[0])
     _walk(analyst, cleared["id"], "false_positive")
@@ -254,13 +270,15 @@ def test_ring_action_bad_input(analyst: TestClient) -> None:
 # --- decisions ---
 
 
-def test_decisions_layers_override_clear_and_expiry(env: Env, analyst: TestClient) -> None:  # noqa: F811
+def test_decisions_layers_override_clear_and_expiry(env: Env, analyst: TestClient) -> None:
     d = analyst.get("/v1/decisions/nobody-at-all").json()
     assert d["action"] == "allow" and d["source"] == "default" and d["rpm_limit"] is None
     assert analyst.get(f"/v1/decisions/{SOLO[0]}").json()["rpm_limit"] == 60
     expires = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
-    r = analyst.put(f"/v1/decisions/{SOLO[0]}", json={"action": "throttle", "comment": "noisy", "rpm_limit": 5,
-                                                       "expires_at": expires.isoformat()})
+    r = analyst.put(
+        f"/v1/decisions/{SOLO[0]}",
+        json={"action": "throttle", "comment": "noisy", "rpm_limit": 5, "expires_at": expires.isoformat()},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["escalation_id"] is None
     d = analyst.get(f"/v1/decisions/{SOLO[0]}").json()
@@ -298,7 +316,7 @@ def test_override_bad_input_is_4xx(analyst: TestClient, body: dict[str, Any]) ->
     assert r.headers["content-type"].startswith("application/problem+json")
 
 
-def test_changes_by_another_process_reach_the_cache_by_refresh(env: Env) -> None:  # noqa: F811
+def test_changes_by_another_process_reach_the_cache_by_refresh(env: Env) -> None:
     for c in env.client("platform", decisions_refresh_seconds=0.1):
         assert c.get(f"/v1/decisions/{SOLO[3]}").json()["action"] == "throttle"
         for other in env.client("analyst"):  # a second API process
@@ -312,7 +330,7 @@ def test_changes_by_another_process_reach_the_cache_by_refresh(env: Env) -> None
 
 
 @pytest.mark.parametrize(("outcome", "action"), [("verified", "allow"), ("failed", "block")])
-def test_escalation_outcome_updates_the_decision(env: Env, outcome: str, action: str) -> None:  # noqa: F811
+def test_escalation_outcome_updates_the_decision(env: Env, outcome: str, action: str) -> None:
     for analyst in env.client("analyst"):
         esc_id = analyst.put(f"/v1/decisions/{SOLO[1]}", json={"action": "require_kyc", "comment": "prove it"}).json()[
             "escalation_id"
@@ -334,7 +352,7 @@ def test_escalation_outcome_updates_the_decision(env: Env, outcome: str, action:
         assert platform.get("/v1/escalations", params={"account_id": "nobody"}).json()["items"] == []
 
 
-def test_escalation_is_written_with_its_outbox_in_the_decision_transaction(env: Env) -> None:  # noqa: F811
+def test_escalation_is_written_with_its_outbox_in_the_decision_transaction(env: Env) -> None:
     for admin in env.client("admin"):
         created = admin.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/kyc"}).json()
         assert len(created["secret"]) >= 32
@@ -360,7 +378,7 @@ def test_escalation_is_written_with_its_outbox_in_the_decision_transaction(env: 
 # --- keys, webhooks (admin) ---
 
 
-def test_admin_manages_keys_and_webhooks(env: Env) -> None:  # noqa: F811
+def test_admin_manages_keys_and_webhooks(env: Env) -> None:
     for admin in env.client("admin"):
         created = admin.post("/v1/keys", json={"name": "gateway-eu", "scope": "platform"})
         assert created.status_code == 201
@@ -390,14 +408,14 @@ def test_admin_manages_keys_and_webhooks(env: Env) -> None:  # noqa: F811
         assert {"api_key.create", "api_key.revoke", "webhook.add", "webhook.deactivate"} <= set(actions)
 
 
-def test_webhook_endpoints_come_from_settings(env: Env) -> None:  # noqa: F811
+def test_webhook_endpoints_come_from_settings(env: Env) -> None:
     urls = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
     for admin in env.client("admin", kyc_webhook_urls=urls, kyc_webhook_secret="x" * 32):
         hooks = admin.get("/v1/webhooks").json()
         assert [(h["url"], h["source"], h["active"]) for h in hooks] == [(u, "settings", True) for u in urls]
 
 
-def test_cached_keys_survive_with_no_database_round_trip(env: Env) -> None:  # noqa: F811
+def test_cached_keys_survive_with_no_database_round_trip(env: Env) -> None:
     for c in env.client("platform"):
         keys = c.app.state.services.keys  # type: ignore[attr-defined]
         assert keys.cached(env.tokens["platform"]).scope == "platform"

@@ -1,5 +1,6 @@
 """KYC webhooks end to end: a real HTTP receiver on 127.0.0.1 sees signed deliveries, retried after
 500s and timeouts, none lost and none processed twice under one idempotency key."""
+# ruff: noqa: F401, F811  (fixtures are imported by name and requested as parameters)
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Any
 
 import orjson
 import pytest
+from api_fixtures import BIG, BIG_RING, SMALL, SMALL_RING, Env, env
 from typer.testing import CliRunner
 
-from api_fixtures import BIG, BIG_RING, SMALL, SMALL_RING, Env, env  # noqa: F401
 from core.db import make_engine, make_sessionmaker
 from detector import repository
 from detector.escalations import (
@@ -48,13 +49,26 @@ class Receiver:
 
     def handle(self, headers: Any, body: bytes) -> tuple[int, float]:
         """(status, delay before answering) for one POST."""
-        ok = verify_signature(SECRET, timestamp=headers.get(TIMESTAMP_HEADER, ""),
-                              signature=headers.get(SIGNATURE_HEADER, ""), body=body, tolerance_seconds=300)
+        ok = verify_signature(
+            SECRET,
+            timestamp=headers.get(TIMESTAMP_HEADER, ""),
+            signature=headers.get(SIGNATURE_HEADER, ""),
+            body=body,
+            tolerance_seconds=300,
+        )
         doc = orjson.loads(body)
         key = headers.get(IDEMPOTENCY_HEADER)
         with self.lock:
-            self.posts.append({"key": key, "account": doc["account_id"], "attempt": headers.get(ATTEMPT_HEADER),
-                               "signed": ok, "body": body, "headers": dict(headers)})
+            self.posts.append(
+                {
+                    "key": key,
+                    "account": doc["account_id"],
+                    "attempt": headers.get(ATTEMPT_HEADER),
+                    "signed": ok,
+                    "body": body,
+                    "headers": dict(headers),
+                }
+            )
             if not ok:
                 self.rejected += 1
                 return 401, 0.0
@@ -76,7 +90,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             status, delay = state.handle(self.headers, body)
             time.sleep(delay)
@@ -103,7 +117,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 CONFIG = DeliveryConfig(timeout=TIMEOUT, backoff_base=0.05, backoff_max=1.0, max_attempts=6, lease=2.0, poll=0.05)
 
 
-def _escalate_rings(env: Env, url: str) -> dict[str, int]:  # noqa: F811
+def _escalate_rings(env: Env, url: str) -> dict[str, int]:
     """Register the receiver and escalate both rings; returns account -> escalation id."""
     out = {}
     for admin in env.client("admin"):
@@ -116,7 +130,8 @@ def _escalate_rings(env: Env, url: str) -> dict[str, int]:  # noqa: F811
 
 
 def test_signed_deliveries_retried_after_500_and_timeout_none_lost_none_twice(
-    env: Env, receiver: tuple[Receiver, str]  # noqa: F811
+    env: Env,
+    receiver: tuple[Receiver, str],
 ) -> None:
     state, url = receiver
     state.plan = {BIG[0]: ["500", "500"], BIG[1]: ["timeout"], SMALL[0]: ["500"]}
@@ -167,7 +182,7 @@ def test_signed_deliveries_retried_after_500_and_timeout_none_lost_none_twice(
     sessions.kw["bind"].dispose()
 
 
-def test_receivers_can_reject_replays_and_tampering(env: Env, receiver: tuple[Receiver, str]) -> None:  # noqa: F811
+def test_receivers_can_reject_replays_and_tampering(env: Env, receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
     _escalate_rings(env, url)
     sessions = make_sessionmaker(make_engine(env.url))
@@ -192,7 +207,8 @@ def test_receivers_can_reject_replays_and_tampering(env: Env, receiver: tuple[Re
 
 
 def test_undeliverable_messages_are_parked_dead_after_max_attempts(
-    env: Env, receiver: tuple[Receiver, str]  # noqa: F811
+    env: Env,
+    receiver: tuple[Receiver, str],
 ) -> None:
     state, url = receiver
     state.plan = {acct: ["500"] * 10 for acct in BIG + SMALL}
@@ -209,15 +225,21 @@ def test_undeliverable_messages_are_parked_dead_after_max_attempts(
 
 
 def test_cli_worker_delivers_once_and_exits(
-    env: Env, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    env: Env,
+    receiver: tuple[Receiver, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from distillguard.cli import app
 
     state, url = receiver
     state.plan = {SMALL[1]: ["500"]}
     escalations = _escalate_rings(env, url)
-    for name, value in {"DATABASE_URL": env.url, "WEBHOOK_BACKOFF_BASE_SECONDS": "0.05",
-                        "WEBHOOK_POLL_SECONDS": "0.05", "WEBHOOK_TIMEOUT_SECONDS": str(TIMEOUT)}.items():
+    for name, value in {
+        "DATABASE_URL": env.url,
+        "WEBHOOK_BACKOFF_BASE_SECONDS": "0.05",
+        "WEBHOOK_POLL_SECONDS": "0.05",
+        "WEBHOOK_TIMEOUT_SECONDS": str(TIMEOUT),
+    }.items():
         monkeypatch.setenv(f"DISTILLGUARD_{name}", value)
     result = CliRunner().invoke(app, ["escalations", "deliver", "--once", "--timeout", "20"])
     assert result.exit_code == 0, result.output
