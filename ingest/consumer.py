@@ -249,8 +249,9 @@ class StreamWorker:
             # closing leaves the group at once (the revoke callback commits what is checkpointed)
             stack.callback(self.consumer.close, autocommit=False)
             self.consumer.subscribe([opts.topic], listener=_Rebalance(self))
-            # the state as loaded is the first thing to roll back to
-            self._snapshot = self._serialize()
+            if self._snapshot is None:
+                # a fresh state is the first thing to roll back to
+                self._snapshot = self._serialize()
             reached_end = self._loop()
             if not reached_end and self._state.offsets != self._checkpointed:
                 # stopped by a signal with batches processed since the last checkpoint
@@ -378,7 +379,10 @@ class StreamWorker:
     def _load_checkpoint(self) -> dict[str, Any] | None:
         if not self.checkpoint_file.is_file():
             return None
-        doc = pickle.loads(self.checkpoint_file.read_bytes())
+        data = self.checkpoint_file.read_bytes()
+        doc = pickle.loads(data)
+        # what a failure before the next checkpoint rolls back to
+        self._snapshot = data
         if doc.get("version") != CHECKPOINT_VERSION:
             raise InputError(
                 f"{self.checkpoint_file}: checkpoint version {doc.get('version')} is not {CHECKPOINT_VERSION}"
@@ -443,12 +447,10 @@ class StreamWorker:
 
     # --- rebalance hooks (IO thread) -------------------------------------------------------
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Seek newly assigned partitions to where the in-memory state stands, so state and input agree.
-
-        At a poll the state is the last checkpoint plus the batches processed since (exactly the
-        checkpoint at start or after a rollback): its offsets, not Kafka's committed ones, say
-        where its next record is.
-        """
+        """Seek newly assigned partitions to where the in-memory state stands, so state and input agree."""
+        # at a poll the state is the last checkpoint plus the batches processed since (exactly the
+        # checkpoint at start or after a rollback): its offsets, not Kafka's committed ones, say
+        # where its next record is
         with self._lock:
             self._assigned = set(self.consumer.assignment())
             for tp in assigned:
@@ -639,11 +641,9 @@ class StreamWorker:
             self.metrics.add(decisions_published=len(decisions))
 
     def _watermark(self) -> datetime | None:
-        """Event time up to which every assigned partition is complete (None: all are at their end).
-
-        The minimum over partitions of each one's latest event; a partition at its end does not hold
-        it back, one that has not delivered anything yet holds it at EPOCH.
-        """
+        """Event time up to which every assigned partition is complete (None: all at their end)."""
+        # the minimum over partitions of each one's latest event: a partition at its end does not
+        # hold it back, one that has delivered nothing yet holds it at EPOCH
         mark: datetime | None = None
         for tp in self._assigned_now():
             if self._at_end(tp):
