@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import routes_admin, routes_platform, routes_triage
 from api.cursors import decode_cursor, encode_cursor
 from api.deps import ADMIN, ANALYST, PLATFORM, RateLimiter, Services, known_query_only, retry_after_header
+from api.fastpath import DecisionFastPath
 from api.schemas import Health, Problem
 from core.db import make_engine, make_sessionmaker, transaction
 from core.errors import DistillguardError, TooManyRequests, Unauthorized
@@ -157,6 +158,8 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
         except Exception as exc:  # any driver error means the database is unreachable
             return Health(status="degraded", database=f"error: {type(exc).__name__}", schema_revision=None)
 
+    # wraps the app: the decision lookup's success case is answered before routing and dependencies
+    app.add_middleware(DecisionFastPath, services=svc)
     for router in (routes_triage.router, routes_platform.router, routes_admin.router):
         app.include_router(router, responses=SECURED)
 

@@ -31,8 +31,8 @@ class RateLimiter:
         self._limits = limits  # scope -> (tokens per second, bucket size)
         self._buckets: dict[int, list[float]] = {}
 
-    def take(self, principal: Principal, now: float | None = None) -> None:
-        """Spend one token of the key's bucket, or raise 429 with the wait until the next one."""
+    def allow(self, principal: Principal, now: float | None = None) -> bool:
+        """Spend one token of the key's bucket if there is one."""
         rate, burst = self._limits.get(principal.scope, self._limits[ANALYST])
         now = time.monotonic() if now is None else now
         bucket = self._buckets.get(principal.key_id)
@@ -42,13 +42,20 @@ class RateLimiter:
         bucket[1] = now
         if tokens < 1.0:
             bucket[0] = tokens
-            wait = (1.0 - tokens) / rate
+            return False
+        bucket[0] = tokens - 1.0
+        return True
+
+    def take(self, principal: Principal, now: float | None = None) -> None:
+        """Spend one token of the key's bucket, or raise 429 with the wait until the next one."""
+        if not self.allow(principal, now):
+            rate, burst = self._limits.get(principal.scope, self._limits[ANALYST])
+            wait = (1.0 - self._buckets[principal.key_id][0]) / rate
             raise TooManyRequests(
                 f"rate limit of key {principal.name!r} exceeded ({rate:g} requests/s, burst {burst}); "
                 f"retry in {wait:.2f}s",
                 retry_after=wait,
             )
-        bucket[0] = tokens - 1.0
 
 
 @dataclass

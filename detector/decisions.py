@@ -30,6 +30,7 @@ ACTIONS = ("allow", "throttle", "require_kyc", "block")
 # how far back an incremental refresh re-reads: covers commits that land after a later one
 # (updated_at is set before commit) and small clock skew between writers
 REFRESH_OVERLAP = timedelta(seconds=30)
+OVERLAP_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -210,12 +211,13 @@ class DecisionCache:
         self._sessions = sessions
         self.policy = policy
         self.publisher = publisher or NoopPublisher()
-        # account -> (alert id, detector decision or None for a false positive)
-        self._base: dict[str, tuple[int, Decision | None]] = {}
+        # account -> (alert id, its updated_at, detector decision or None for a false positive)
+        self._base: dict[str, tuple[int, datetime, Decision | None]] = {}
         self._overrides: dict[str, Decision] = {}
         self._alerts_seen: datetime | None = None
         self._overrides_seen: datetime | None = None
         self._loaded = False
+        self._rounds = 0
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
         self._refresher = Periodic("decision-cache-refresh", refresh_seconds, self.refresh)
 
@@ -243,8 +245,8 @@ class DecisionCache:
         if override is not None and override.expires_at > now:
             return override
         base = self._base.get(account_id)
-        if base is not None and base[1] is not None and base[1].expires_at > now:
-            return base[1]
+        if base is not None and base[2] is not None and base[2].expires_at > now:
+            return base[2]
         return Decision(
             account_id=account_id,
             action="allow",
@@ -259,11 +261,17 @@ class DecisionCache:
 
     # --- loading ---
     def refresh(self) -> None:
-        """Re-read alerts and overrides changed since the last refresh (everything the first time)."""
+        """Re-read alerts and overrides changed since the last refresh (everything the first time).
+
+        Most rounds read from the newest change seen; every OVERLAP_EVERY-th round reads again from
+        REFRESH_OVERLAP earlier, to pick up rows that committed after newer ones.
+        """
+        self._rounds += 1
+        overlap = REFRESH_OVERLAP if self._rounds % OVERLAP_EVERY == 0 else timedelta(0)
         with self._lock, self._sessions() as session:
-            since = None if self._alerts_seen is None else self._alerts_seen - REFRESH_OVERLAP
+            since = None if self._alerts_seen is None else self._alerts_seen - overlap
             alerts = repository.alert_decisions_changed_since(since, session=session)
-            since = None if self._overrides_seen is None else self._overrides_seen - REFRESH_OVERLAP
+            since = None if self._overrides_seen is None else self._overrides_seen - overlap
             overrides = repository.overrides_changed_since(since, session=session)
             self._apply(alerts, overrides)
             self._loaded = True
@@ -287,12 +295,15 @@ class DecisionCache:
     def _apply(self, alerts: Sequence[Any], overrides: Sequence[Any], *, track: bool = True) -> None:
         for row in alerts:
             current = self._base.get(row.account_id)
-            if current is not None and current[0] > row.id:
-                continue  # an older alert of the account: the newest one speaks
-            self._base[row.account_id] = (row.id, self._from_alert(row))
+            # an older alert of the account (the newest one speaks), or one already applied
+            if current is None or current[0] < row.id or (current[0] == row.id and current[1] != row.updated_at):
+                self._base[row.account_id] = (row.id, row.updated_at, self._from_alert(row))
             if track and (self._alerts_seen is None or row.updated_at > self._alerts_seen):
                 self._alerts_seen = row.updated_at
         for row in overrides:
+            known = self._overrides.get(row.account_id)
+            if known is not None and known.updated_at == row.updated_at:
+                continue  # re-read by an overlapping refresh, unchanged
             self._overrides[row.account_id] = Decision(
                 account_id=row.account_id,
                 action=row.action,

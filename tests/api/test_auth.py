@@ -169,3 +169,25 @@ def test_rate_limit_per_key_is_a_429_with_retry_after(env: Env) -> None:
         # the budget is per key: another key is unaffected, and platform keys have their own limits
         assert c.get("/v1/rings", headers=env.headers("admin")).status_code == 200
         assert c.get("/v1/decisions/a", headers=env.headers("platform")).status_code == 200
+
+
+def test_decision_fast_path_agrees_with_the_route(env: Env) -> None:
+    from api.schemas import DecisionOut
+
+    for c in env.client("platform", platform_rate_limit_per_second=1.0, platform_rate_limit_burst=3):
+        svc = c.app.state.services  # type: ignore[attr-defined]
+        fast = c.get(f"/v1/decisions/{SOLO[0]}")
+        assert fast.status_code == 200 and fast.headers["content-type"] == "application/json"
+        assert fast.json() == svc.decisions.get(SOLO[0]).as_dict() | {"expires_at": fast.json()["expires_at"]}
+        DecisionOut.model_validate(fast.json())
+        # what the fast lane does not answer falls through to the route, with the route's errors
+        assert c.get(f"/v1/decisions/{SOLO[0]}", params={"x": "1"}).status_code == 400
+        assert c.get("/v1/decisions/" + "a" * 129).status_code == 422
+        limited = [c.get(f"/v1/decisions/{SOLO[0]}") for _ in range(3)][-1]
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        # a key created elsewhere after the cache loaded: the route finds it, the fast lane then knows it
+        with transaction(env.sessions()) as session:
+            _, token = keys.create_key("late-gateway", "platform", session=session)
+        assert svc.keys.cached(token) is None
+        assert c.get(f"/v1/decisions/{SOLO[0]}", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert svc.keys.cached(token).name == "late-gateway"
