@@ -713,7 +713,7 @@ class StreamWorker:
         if recs:
             i = offset - recs[0].offset
             if 0 <= i < len(recs) and recs[i].offset == offset:
-                return recs[i].key  # type: ignore[no-any-return]
+                return recs[i].key
         return next((r.key for r in recs if r.offset == offset), None)
 
 

@@ -110,7 +110,7 @@ def _open(path: Path) -> IO[bytes]:
 
 def _ndjson_lines(path: Path) -> Iterator[bytes]:
     with _open(path) as fh:
-        for line in io.BufferedReader(fh, buffer_size=1 << 20):  # type: ignore[arg-type]
+        for line in io.BufferedReader(fh, buffer_size=1 << 20):  # type: ignore[type-var]
             stripped = line.rstrip(b"\r\n")
             if stripped.strip():
                 yield stripped
