@@ -130,6 +130,8 @@ def _valid_url(url: str) -> str:
         raise BadRequest(f"invalid webhook URL {url!r}: {exc}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise BadRequest(f"webhook URL must be http(s)://host/...: {url!r}")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise BadRequest(f"webhook URL has no valid port: {url!r}")
     return url
 
 
