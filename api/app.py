@@ -125,16 +125,19 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)  # type: ignore[arg-type]
-        return _problem(422, "Invalid request", detail or "invalid request", errors)
+        errors: list[dict[str, object]] = []
+        parts: list[str] = []
+        for e in exc.errors():
+            loc = [str(p) for p in e.get("loc", ())]
+            msg = str(e.get("msg", ""))
+            errors.append({"loc": loc, "msg": msg, "type": str(e.get("type", ""))})
+            parts.append(f"{'.'.join(loc)}: {msg}")
+        return _problem(422, "Invalid request", "; ".join(parts) or "invalid request", errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _problem(exc.status_code, str(exc.detail), str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return _problem(exc.status_code, str(exc.detail), str(exc.detail), headers=headers)
 
     @app.exception_handler(DataError)
     async def _data_error(_: Request, exc: DataError) -> JSONResponse:

@@ -106,7 +106,8 @@ async def known_query_only(request: Request) -> None:
 
 def services(request: Request) -> Services:
     """The app's services."""
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: Services = request.app.state.services
+    return services
 
 
 def read_session(request: Request) -> Iterator[Session]:

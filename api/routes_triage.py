@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query
 from sqlalchemy.orm import Session
@@ -40,8 +40,10 @@ AlertId = Annotated[int, Path(ge=1, le=MAX_ID, description="Alert id.")]
 RingId = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL, description="Ring id.")]
 
 router = APIRouter()
-NOT_FOUND = {404: {"model": Problem, "description": "No such object"}}
-CONFLICT = {409: {"model": Problem, "description": "Not allowed in the object's current state"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such object"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "Not allowed in the object's current state"}
+}
 
 
 def _aware(name: str, value: datetime | None) -> None:

@@ -116,19 +116,12 @@ class NoopPublisher:
 
 
 def make_publisher(settings: Settings) -> DecisionPublisher:
-    """Kafka publisher when `decisions_kafka` is set (detector.publisher), else a no-op one."""
+    """The Kafka publisher (detector.publisher) when `decisions_kafka` is set, else a no-op one."""
     if not settings.decisions_kafka:
         return NoopPublisher()
-    try:
-        from detector import publisher  # written alongside the streaming work
-    except ModuleNotFoundError:
-        log.warning("decisions_kafka is set but detector.publisher is missing: decisions not produced")
-        return NoopPublisher()
-    factory = getattr(publisher, "make_publisher", None) or getattr(publisher, "KafkaDecisionPublisher", None)
-    if factory is None:
-        log.warning("detector.publisher has no make_publisher/KafkaDecisionPublisher: decisions not produced")
-        return NoopPublisher()
-    return factory(settings)  # type: ignore[no-any-return]
+    from detector.publisher import make_publisher as kafka_publisher  # imports kafka only when used
+
+    return kafka_publisher(settings)
 
 
 def validate_action(action: str) -> str:

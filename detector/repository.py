@@ -87,7 +87,7 @@ class AlertFilter:
     until: datetime | None = None
 
 
-def _filtered(f: AlertFilter) -> Select[tuple[Alert]]:
+def _filtered(f: AlertFilter) -> Select[Any]:
     q = select(Alert)
     if f.status:
         q = q.where(Alert.status == f.status)

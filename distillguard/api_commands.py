@@ -24,7 +24,7 @@ escalations_app = typer.Typer(help="KYC escalation webhooks.", no_args_is_help=T
 
 
 def _settings(database_url: str | None) -> Settings:
-    settings = Settings(**({"database_url": database_url} if database_url else {}))
+    settings = Settings(database_url=database_url) if database_url else Settings()
     configure_logging(level=settings.log_level, as_json=settings.log_json)
     return settings
 
