@@ -107,6 +107,8 @@ class TickOutcome:
     n_events: int
     changed: list[Flag]
     rings: list[Ring]
+    # ids of rings that dissolved or merged into another during this tick
+    dissolved: list[str] = field(default_factory=list)
 
 
 def _merge_touched(
@@ -149,6 +151,7 @@ class DetectionEngine:
         self.seen_ids = pl.DataFrame(schema={s.EVENT_ID: pl.String, s.TS: s.TS_DTYPE})
         self.duplicates = 0
         self._last_suspicious = pl.Series(s.ACCOUNT_ID, [], dtype=pl.String)
+        self._dissolved: list[str] = []
 
     # --- stream interface ---
     def ingest(self, events: pl.DataFrame, *, watermark: datetime | None = None) -> list[TickOutcome]:
@@ -250,7 +253,10 @@ class DetectionEngine:
         for ring in rings:
             for m in ring.members:
                 touched[m] = self.flags[m]
-        return TickOutcome(tick=tick, n_events=due.height, changed=list(touched.values()), rings=rings)
+        dissolved, self._dissolved = self._dissolved, []
+        return TickOutcome(
+            tick=tick, n_events=due.height, changed=list(touched.values()), rings=rings, dissolved=dissolved
+        )
 
     def _update_prompt_state(self, due: pl.LazyFrame) -> None:
         """Fingerprint a per-account sample of the tick's prompts; merge template and key counts."""
@@ -422,6 +428,7 @@ class DetectionEngine:
                 released.append(flag)
         # a ring none of whose members still point at it has dissolved or merged into another
         live = {f.ring_id for f in self.flags.values() if f.ring_id}
+        self._dissolved = sorted(k for k in self.rings if k not in live)
         self.rings = {k: r for k, r in self.rings.items() if k in live}
         return rings, released
 

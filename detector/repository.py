@@ -295,10 +295,10 @@ def get_override(account_id: str, *, session: Session) -> DecisionOverride | Non
 
 
 def overrides_changed_since(since: datetime | None, *, session: Session) -> list[DecisionOverride]:
-    """Overrides changed at or after `since` (all when None)."""
+    """Overrides changed after `since` (all when None)."""
     q = select(DecisionOverride)
     if since is not None:
-        q = q.where(DecisionOverride.updated_at >= since)
+        q = q.where(DecisionOverride.updated_at > since)
     return list(session.scalars(q))
 
 
@@ -324,10 +324,10 @@ _DECISION_COLS = (
 
 
 def alert_decisions_changed_since(since: datetime | None, *, session: Session) -> list[Any]:
-    """The decision-relevant columns of alerts changed at or after `since` (all when None)."""
+    """The decision-relevant columns of alerts changed after `since` (all when None)."""
     q = select(*_DECISION_COLS)
     if since is not None:
-        q = q.where(Alert.updated_at >= since)
+        q = q.where(Alert.updated_at > since)
     return list(session.execute(q.order_by(Alert.id)))
 
 
@@ -543,3 +543,10 @@ def outbox_counts(*, session: Session) -> dict[str, int]:
     """How many outbox messages are in each status."""
     rows = session.execute(select(WebhookOutbox.status, func.count()).group_by(WebhookOutbox.status))
     return {status: int(n) for status, n in rows}
+
+
+def delete_rings(ring_ids: Sequence[str], *, session: Session) -> None:
+    """Remove rings (and their memberships) that no longer exist."""
+    if ring_ids:
+        session.execute(delete(RingMember).where(RingMember.ring_id.in_(list(ring_ids))))
+        session.execute(delete(Ring).where(Ring.ring_id.in_(list(ring_ids))))

@@ -74,11 +74,16 @@ def record_outcomes(outcomes: Iterable[TickOutcome], *, session: Session, now: d
     now = now or datetime.now(UTC)
     flags: dict[str, Flag] = {}
     rings: dict[str, Ring] = {}
+    dissolved: set[str] = set()
     for outcome in outcomes:
         for flag in outcome.changed:
             flags[flag.alert_key] = flag
         for ring in outcome.rings:
             rings[ring.ring_id] = ring
+            dissolved.discard(ring.ring_id)
+        for ring_id in outcome.dissolved:
+            rings.pop(ring_id, None)
+            dissolved.add(ring_id)
     # an analyst's false positive holds until its suppression expires: no update, no new alert
     suppressed = repository.suppressed_accounts((f.account_id for f in flags.values()), session=session, now=now)
     live = [f for f in flags.values() if f.account_id not in suppressed]
@@ -95,6 +100,8 @@ def record_outcomes(outcomes: Iterable[TickOutcome], *, session: Session, now: d
             now=now,
         )
     repository.upsert_rings([ring_row(r, now=now) for r in rings.values()], session=session)
+    # a ring whose members merged into another or dispersed is gone, as in the report
+    repository.delete_rings(sorted(dissolved), session=session)
     activity = {(r["account_id"], r["hour"]): r for r in (activity_row(f, now=now) for f in flags.values())}
     repository.upsert_activity(list(activity.values()), session=session)
     return len(live)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api_fixtures import database
 from conftest import corpus_path
 from fastapi.testclient import TestClient
 from sim_fixtures import Replayed, replay_into, simulate_small
@@ -21,11 +22,15 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return simulate_small(tmp_path_factory.mktemp("sim"), corpus_path())
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def replayed(request: pytest.FixtureRequest, sim_dir: Path, tmp_path: Path) -> Replayed:
-    sqlite = f"sqlite:///{tmp_path / 'api.db'}"
-    url = sqlite if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    return replay_into(sim_dir, url)
+# these tests only read, so one replay per backend serves the whole module
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def replayed(
+    request: pytest.FixtureRequest, sim_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Replayed]:
+    databases = database(request, tmp_path_factory.mktemp("api-db"))
+    url = next(databases)
+    yield replay_into(sim_dir, url)
+    databases.close()  # runs the generator's cleanup (drops the PostgreSQL database)
 
 
 def _analyst_key(url: str) -> str:
