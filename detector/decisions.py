@@ -30,7 +30,7 @@ ACTIONS = ("allow", "throttle", "require_kyc", "block")
 # how far back an incremental refresh re-reads: covers commits that land after a later one
 # (updated_at is set before commit) and small clock skew between writers
 REFRESH_OVERLAP = timedelta(seconds=30)
-OVERLAP_EVERY = 10
+OVERLAP_EVERY = 30  # with the default 2 s refresh: the window is re-read once a minute
 
 
 @dataclass(frozen=True)
@@ -256,8 +256,9 @@ class DecisionCache:
     def refresh(self) -> None:
         """Re-read alerts and overrides changed since the last refresh (everything the first time).
 
-        Most rounds read from the newest change seen; every OVERLAP_EVERY-th round reads again from
-        REFRESH_OVERLAP earlier, to pick up rows that committed after newer ones.
+        Most rounds read what changed after the newest change seen; every OVERLAP_EVERY-th round
+        reads again from REFRESH_OVERLAP earlier, to pick up rows that committed after newer ones
+        (or with the same timestamp as the newest seen).
         """
         self._rounds += 1
         overlap = REFRESH_OVERLAP if self._rounds % OVERLAP_EVERY == 0 else timedelta(0)
