@@ -89,15 +89,10 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         with transaction(sessions) as session:
             sync_settings_endpoints(settings, session=session)
-        # background refreshes hold the GIL in bursts; a short switch interval keeps the event
-        # loop's wait for it (and so the decision lookup's tail latency) under a millisecond
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         svc.keys.start()
         svc.decisions.start()
-        # the framework, the models and the loaded cache are long-lived: keep them out of every
-        # future cyclic-GC pass (a full pass over them is a 100+ ms pause); refcounting still frees
-        gc.collect()
-        gc.freeze()
+        if settings.api_runtime_tuning:
+            _tune_runtime()
         svc.started = True
         log.info("api started", extra={"decisions": len(svc.decisions)})
         try:
@@ -184,6 +179,17 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _tune_runtime() -> None:
+    """Process-wide tuning for the decision lookup's tail latency (a server process, not a test run)."""
+    # background refreshes hold the GIL in bursts: a short switch interval keeps the event loop's
+    # wait for it under a millisecond
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+    # the framework, the models and the loaded cache are long-lived: keep them out of every future
+    # cyclic-GC pass (a full pass over them is a 100+ ms pause); refcounting still frees them
+    gc.collect()
+    gc.freeze()
 
 
 def _problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     webhook_lease_seconds: float = Field(
         default=60.0, gt=0, description="How long a worker owns a claimed delivery before another may retry it."
     )
+    api_runtime_tuning: bool = Field(
+        default=True,
+        description="At API startup, keep long-lived objects out of cyclic GC and shorten the GIL switch "
+        "interval (decision-lookup tail latency); process-wide, so tests turn it off.",
+    )
 
 
 def get_settings(**overrides: object) -> Settings:

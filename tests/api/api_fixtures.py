@@ -28,7 +28,7 @@ BIG = [f"acct-big-{i}" for i in range(5)]
 SMALL = [f"acct-small-{i}" for i in range(3)]
 SOLO = [f"acct-solo-{i}" for i in range(4)]
 # high limits unless a test is about rate limiting
-FAST = {"api_rate_limit_per_second": 10_000.0, "api_rate_limit_burst": 10_000}
+FAST = {"api_rate_limit_per_second": 10_000.0, "api_rate_limit_burst": 10_000, "api_runtime_tuning": False}
 
 
 class RecordingPublisher:

@@ -43,7 +43,9 @@ def _analyst_key(url: str) -> str:
 
 @pytest.fixture
 def client(replayed: Replayed) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=replayed.database_url, api_rate_limit_burst=10_000))
+    app = create_app(
+        Settings(database_url=replayed.database_url, api_rate_limit_burst=10_000, api_runtime_tuning=False)
+    )
     with TestClient(app, headers={"Authorization": f"Bearer {_analyst_key(replayed.database_url)}"}) as c:
         yield c
     app.state.engine.dispose()
