@@ -154,6 +154,12 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
         log.warning("integrity conflict", extra={"error": str(exc.orig)[:200]})
         return _problem(409, "Conflict", "the change conflicts with existing data; reload and retry")
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # a bug, not the client's fault: log it whole, answer in the same format as every error
+        log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+        return _problem(500, "Internal error", "the server failed to handle this request; it has been logged")
+
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz() -> Health:
         """Liveness, database reachability and schema revision (no key needed)."""
@@ -193,13 +199,11 @@ def _tune_runtime() -> None:
 
 
 def _problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
-    """Document every error response as application/problem+json with the Problem schema.
-
-    Writes may also meet a 409 (a concurrent change caught by a constraint).
-    """
+    """Document every error response as application/problem+json with the Problem schema."""
     problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
     for path in schema.get("paths", {}).values():
         for method, operation in path.items():
+            # any write may also meet a 409 (a concurrent change caught by a constraint)
             if method != "get" and "security" in operation:
                 operation["responses"].setdefault("409", {"description": "Conflicts with the current state"})
             for code, response in operation.get("responses", {}).items():

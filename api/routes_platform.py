@@ -55,10 +55,7 @@ def _future(name: str, value: datetime | None) -> None:
 def override_decision(
     account_id: AccountPath, body: Annotated[OverrideIn, Body()], svc: ServicesDep, who: Triage
 ) -> OverrideOut:
-    """An analyst's decision for the account, outranking the detector's until it expires.
-
-    `require_kyc` also opens a KYC escalation (delivered to the webhook endpoints).
-    """
+    """An analyst's decision for the account until it expires; require_kyc also opens a KYC escalation."""
     _future("expires_at", body.expires_at)
     if body.action in ("allow", "block") and body.rpm_limit is not None:
         raise BadRequest(f"rpm_limit does not apply to {body.action}: leave it out")

@@ -254,12 +254,10 @@ class DecisionCache:
 
     # --- loading ---
     def refresh(self) -> None:
-        """Re-read alerts and overrides changed since the last refresh (everything the first time).
-
-        Most rounds read what changed after the newest change seen; every OVERLAP_EVERY-th round
-        reads again from REFRESH_OVERLAP earlier, to pick up rows that committed after newer ones
-        (or with the same timestamp as the newest seen).
-        """
+        """Re-read alerts and overrides changed since the last refresh (everything the first time)."""
+        # most rounds read what changed after the newest change seen; every OVERLAP_EVERY-th round
+        # reads again from REFRESH_OVERLAP earlier, for rows that committed after newer ones (or
+        # carry the same timestamp as the newest seen)
         self._rounds += 1
         overlap = REFRESH_OVERLAP if self._rounds % OVERLAP_EVERY == 0 else timedelta(0)
         with self._lock, self._sessions() as session:

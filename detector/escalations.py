@@ -147,12 +147,9 @@ def escalate(
     ring_id: str | None = None,
     now: datetime | None = None,
 ) -> tuple[Escalation, bool]:
-    """Ask the KYC provider to verify an account; returns (escalation, created).
-
-    The escalation and one outbox message per active endpoint are written in the caller's
-    transaction, the one that sets the require_kyc decision. An account with an escalation
-    still open gets no second one.
-    """
+    """Ask the KYC provider to verify an account; returns (escalation, created), reusing an open one."""
+    # the escalation and one outbox message per active endpoint go into the caller's transaction,
+    # the one that sets the require_kyc decision: neither exists without the other
     now = now or datetime.now(UTC)
     existing = repository.open_escalation_of(account_id, session=session)
     if existing is not None:

@@ -71,12 +71,10 @@ def revoke_key(key_id: int, *, session: Session, now: datetime | None = None) ->
 
 
 class KeyCache:
-    """Token hash -> principal, in memory, reloaded in the background so revocations propagate.
+    """Token hash -> principal, in memory, reloaded in the background so revocations propagate."""
 
-    An unseen token is looked up in the database once (a key just created by the CLI works at
-    once) and then remembered as unknown for `negative_seconds`, so bad tokens cannot hammer
-    the database.
-    """
+    # An unseen token is looked up in the database once (a key just created by the CLI works at
+    # once), then remembered as unknown for `negative_seconds`: bad tokens cannot hammer the database.
 
     def __init__(
         self, sessions: sessionmaker[Session], *, refresh_seconds: float, negative_seconds: float = 5.0

@@ -53,11 +53,9 @@ def transition_alert(
     suppress_days: int = 30,
     now: datetime | None = None,
 ) -> tuple[Alert, Suppression | None, Outcome]:
-    """Move an alert along open -> acknowledged -> resolved | false_positive (409 otherwise).
-
-    A false positive suppresses the account until `now + suppress_days` (the detector will not
-    re-raise it and its decision is `allow` until then) and is kept as a label afterwards.
-    """
+    """Move an alert along open -> acknowledged -> resolved | false_positive (409 otherwise)."""
+    # a false positive suppresses the account until now + suppress_days (the detector does not
+    # re-raise it, its decision is allow until then) and stays on record as a label afterwards
     now = now or datetime.now(UTC)
     if to not in STATUSES:
         raise BadRequest(f"unknown status {to!r}: use one of {', '.join(STATUSES)}")

@@ -103,11 +103,9 @@ def escalations_deliver(
     timeout: Annotated[float, typer.Option(help="--once: give up on pending retries after this many seconds.")] = 60.0,
     database_url: Annotated[str | None, typer.Option(help="Database URL (DISTILLGUARD_DATABASE_URL).")] = None,
 ) -> None:
-    """Send KYC escalations to the webhook endpoints: signed, retried with backoff, logged.
-
-    Runs until SIGTERM/SIGINT (finishing the attempt in flight), or with --once until nothing is
-    pending or --timeout passes.
-    """
+    """Send KYC escalations to the webhook endpoints (signed, retried with backoff, logged) until stopped."""
+    # runs until SIGTERM/SIGINT (finishing the attempt in flight), or with --once until nothing is
+    # pending or --timeout passes
     from detector.escalations import DeliveryConfig, DeliveryWorker, sync_settings_endpoints
 
     settings = _settings(database_url)

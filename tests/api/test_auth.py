@@ -191,3 +191,23 @@ def test_decision_fast_path_agrees_with_the_route(env: Env) -> None:
         assert svc.keys.cached(token) is None
         assert c.get(f"/v1/decisions/{SOLO[0]}", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert svc.keys.cached(token).name == "late-gateway"
+
+
+def test_an_unexpected_error_is_a_problem_500(env: Env) -> None:
+    from api_fixtures import FAST
+    from fastapi.testclient import TestClient as Client
+
+    from api.app import create_app
+    from core.settings import Settings
+
+    app = create_app(Settings(database_url=env.url, **FAST))
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("boom")
+
+    app.state.services.decisions.reload = broken  # a bug after the commit
+    with Client(app, raise_server_exceptions=False, headers=env.headers("analyst")) as c:
+        r = c.put("/v1/decisions/x", json={"action": "block", "comment": "x"})
+    assert r.status_code == 500 and r.headers["content-type"].startswith("application/problem+json")
+    assert "boom" not in r.text  # no internals leak to the client
+    app.state.engine.dispose()
