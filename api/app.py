@@ -93,7 +93,6 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
         svc.decisions.start()
         if settings.api_runtime_tuning:
             _tune_runtime()
-        svc.started = True
         log.info("api started", extra={"decisions": len(svc.decisions)})
         try:
             yield

@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -69,8 +69,6 @@ class Services:
     decisions: DecisionCache
     policy: DecisionPolicy
     limiter: RateLimiter
-    started: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:

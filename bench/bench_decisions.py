@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up at the same rate")
     parser.add_argument("--accounts", type=int, default=20_000, help="flagged accounts seeded")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections")
-    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--database-url", default=None, help="a throw-away database (default: a temporary SQLite file)")
     parser.add_argument("--loop", default="auto", help="uvicorn --loop (auto, asyncio, uvloop)")
     parser.add_argument("--http", default="auto", help="uvicorn --http (auto, h11, httptools)")
     args = parser.parse_args()
