@@ -20,7 +20,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import routes_admin, routes_platform, routes_triage
 from api.cursors import decode_cursor, encode_cursor
-from api.deps import ADMIN, ANALYST, PLATFORM, RateLimiter, Services, known_query_only, retry_after_header
+from api.deps import (
+    ADMIN,
+    ANALYST,
+    PLATFORM,
+    RateLimiter,
+    Services,
+    TokenBucket,
+    known_query_only,
+    retry_after_header,
+)
 from api.fastpath import DecisionFastPath
 from api.schemas import Health, Problem
 from core.db import make_engine, make_sessionmaker, transaction
@@ -34,6 +43,7 @@ __all__ = ["create_app", "decode_cursor", "encode_cursor"]
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
+UNKNOWN_KEY_LOOKUPS_PER_SECOND, UNKNOWN_KEY_LOOKUPS_BURST = 50.0, 200
 SECURED: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Input the schema admits but the operation cannot use"},
     401: {"model": Problem, "description": "Missing, unknown or revoked API key"},
@@ -76,6 +86,7 @@ def create_app(settings: Settings | None = None, *, publisher: DecisionPublisher
             publisher=publisher or make_publisher(settings),
         ),
         policy=policy,
+        unknown_keys=TokenBucket(UNKNOWN_KEY_LOOKUPS_PER_SECOND, UNKNOWN_KEY_LOOKUPS_BURST),
         limiter=RateLimiter(
             {
                 ANALYST: (settings.api_rate_limit_per_second, settings.api_rate_limit_burst),

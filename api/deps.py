@@ -24,36 +24,50 @@ from detector.keys import KeyCache, Principal
 ANALYST, PLATFORM, ADMIN = "analyst", "platform", "admin"
 
 
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic() if now is None else now
+
+    def take(self, now: float | None = None) -> float:
+        """Spend a token: 0.0 if there was one, else the seconds until there will be."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return (1.0 - self.tokens) / self.rate
+        self.tokens -= 1.0
+        return 0.0
+
+
 class RateLimiter:
     """A token bucket per API key, in memory (per process)."""
 
     def __init__(self, limits: dict[str, tuple[float, int]]) -> None:
         self._limits = limits  # scope -> (tokens per second, bucket size)
-        self._buckets: dict[int, list[float]] = {}
+        self._buckets: dict[int, TokenBucket] = {}
+
+    def _wait(self, principal: Principal, now: float | None) -> float:
+        bucket = self._buckets.get(principal.key_id)
+        if bucket is None:
+            rate, burst = self._limits.get(principal.scope, self._limits[ANALYST])
+            bucket = self._buckets[principal.key_id] = TokenBucket(rate, burst, now)
+        return bucket.take(now)
 
     def allow(self, principal: Principal, now: float | None = None) -> bool:
         """Spend one token of the key's bucket if there is one."""
-        rate, burst = self._limits.get(principal.scope, self._limits[ANALYST])
-        now = time.monotonic() if now is None else now
-        bucket = self._buckets.get(principal.key_id)
-        if bucket is None:
-            bucket = self._buckets[principal.key_id] = [float(burst), now]
-        tokens = min(float(burst), bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
-            return False
-        bucket[0] = tokens - 1.0
-        return True
+        return self._wait(principal, now) == 0.0
 
     def take(self, principal: Principal, now: float | None = None) -> None:
         """Spend one token of the key's bucket, or raise 429 with the wait until the next one."""
-        if not self.allow(principal, now):
-            rate, burst = self._limits.get(principal.scope, self._limits[ANALYST])
-            wait = (1.0 - self._buckets[principal.key_id][0]) / rate
+        wait = self._wait(principal, now)
+        if wait:
+            bucket = self._buckets[principal.key_id]
             raise TooManyRequests(
-                f"rate limit of key {principal.name!r} exceeded ({rate:g} requests/s, burst {burst}); "
-                f"retry in {wait:.2f}s",
+                f"rate limit of key {principal.name!r} exceeded ({bucket.rate:g} requests/s, "
+                f"burst {bucket.burst:g}); retry in {wait:.2f}s",
                 retry_after=wait,
             )
 
@@ -69,6 +83,8 @@ class Services:
     decisions: DecisionCache
     policy: DecisionPolicy
     limiter: RateLimiter
+    # database lookups of tokens not in memory: random tokens must not turn into a query flood
+    unknown_keys: TokenBucket
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -127,6 +143,9 @@ async def principal(
     svc = services(request)
     hit = svc.keys.cached(token) if len(token) <= 256 else False
     if hit is None:
+        wait = svc.unknown_keys.take()
+        if wait:
+            raise TooManyRequests("too many requests with unknown API keys; retry later", retry_after=wait)
         hit = await run_in_threadpool(svc.keys.fetch, token)
     if not isinstance(hit, Principal):
         raise Unauthorized("unknown or revoked API key")

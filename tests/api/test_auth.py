@@ -211,3 +211,24 @@ def test_an_unexpected_error_is_a_problem_500(env: Env) -> None:
     assert r.status_code == 500 and r.headers["content-type"].startswith("application/problem+json")
     assert "boom" not in r.text  # no internals leak to the client
     app.state.engine.dispose()
+
+
+def test_random_tokens_cannot_flood_the_database(env: Env) -> None:
+    from api.deps import TokenBucket
+
+    for c in env.client(None):
+        c.app.state.services.unknown_keys = TokenBucket(1.0, 3)  # type: ignore[attr-defined]
+        codes = [c.get("/v1/rings", headers={"Authorization": f"Bearer dg_random{i}"}).status_code for i in range(5)]
+        assert codes == [401, 401, 401, 429, 429]
+        # a known key is answered from memory, whatever the flood
+        assert c.get("/v1/rings", headers=env.headers("analyst")).status_code == 200
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    from api.deps import TokenBucket
+
+    bucket = TokenBucket(rate=2.0, burst=2, now=0.0)
+    assert [bucket.take(0.0), bucket.take(0.0)] == [0.0, 0.0]
+    assert bucket.take(0.0) == pytest.approx(0.5)
+    assert bucket.take(0.5) == 0.0  # one token back after half a second
+    assert bucket.take(10.0) == 0.0 and bucket.tokens == pytest.approx(1.0)  # capped at the burst
