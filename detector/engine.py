@@ -22,6 +22,7 @@ import polars as pl
 from core import schema as s
 from detector.model import AccountEnsemble
 from detector.rings import RING_ID, candidate_rings, describe_evidence, ring_id_for
+from detector.state import ACCOUNT_INDEX, AccountIndex, KeyCounts
 from features import clusters as cl
 from features import prompts as pr
 from features import volume as v
@@ -29,6 +30,8 @@ from features import volume as v
 log = logging.getLogger(__name__)
 
 SCORE = "score"
+# per-tick plans are small and many: the in-memory engine starts faster than the streaming one
+POLARS_ENGINE = "in-memory"
 PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE)
 MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
 
@@ -122,7 +125,7 @@ def _merge_touched(
     if partials.height == 0:
         return state
     touched = pl.col(s.ACCOUNT_ID).is_in(partials.get_column(s.ACCOUNT_ID).unique().implode())
-    merged = merge(state.lazy().filter(touched), partials.lazy().select(state.columns)).collect()
+    merged = merge(state.lazy().filter(touched), partials.lazy().select(state.columns)).collect(engine=POLARS_ENGINE)
     return pl.concat([state.filter(~touched), merged.select(state.columns)])
 
 
@@ -135,7 +138,10 @@ class DetectionEngine:
         self.volume_state = v.empty_volume_state().collect()
         self.distinct_state = v.empty_distinct_state().collect()
         self.template_state = pl.DataFrame(schema=pr.TEMPLATE_COUNTS_SCHEMA)
-        self.key_state = cl.empty_template_key_state().collect()
+        # how often each account reused each wrapper key, and the links its recurring keys make
+        self.account_index = AccountIndex()
+        self.key_counts = KeyCounts()
+        self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
         self.buffer = pl.DataFrame(schema=s.EVENT_SCHEMA)
         self.next_tick: datetime | None = None
         self.last_tick: datetime | None = None
@@ -184,7 +190,7 @@ class DetectionEngine:
         """Enrich the linking state with account metadata (payment instrument, signup network, e-mail)."""
         self.distinct_state = v.merge_distinct_state(
             self.distinct_state.lazy(), v.account_links(accounts.lazy())
-        ).collect()
+        ).collect(engine=POLARS_ENGINE)
 
     def _drop_duplicates(self, events: pl.DataFrame) -> pl.DataFrame:
         """Keep the first sighting of each event_id (the contract's idempotency key)."""
@@ -225,14 +231,20 @@ class DetectionEngine:
             return TickOutcome(tick=tick, n_events=0, changed=[], rings=[])
         lf = due.lazy()
         active = due.get_column(s.ACCOUNT_ID).unique()
-        partials = v.volume_partials(lf, self.volume_state.lazy(), every=self.config.every)
-        self.volume_state = _merge_touched(self.volume_state, partials.collect(), v.merge_volume_state)
+        is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
+        partials = v.volume_partials(lf, self.volume_state.lazy().filter(is_active), every=self.config.every)
+        self.volume_state = _merge_touched(
+            self.volume_state, partials.collect(engine=POLARS_ENGINE), v.merge_volume_state
+        )
         self.distinct_state = _merge_touched(
-            self.distinct_state, v.distinct_partials(lf).collect(), v.merge_distinct_state
+            self.distinct_state, v.distinct_partials(lf).collect(engine=POLARS_ENGINE), v.merge_distinct_state
         )
         self._update_prompt_state(lf)
         # only active accounts' features can have changed: finalise just those
-        is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
+        prompt_features = self._prompt_features(self.template_state.lazy().filter(is_active)).collect(
+            engine=POLARS_ENGINE
+        )
+        self._update_template_links(active, prompt_features)
         fresh = (
             v.volume_features(
                 self.volume_state.lazy().filter(is_active),
@@ -240,9 +252,9 @@ class DetectionEngine:
                 every=self.config.every,
             )
             .filter(pl.col(v.N_EVENTS) >= self.config.min_account_events)
-            .join(self._prompt_features(self.template_state.lazy().filter(is_active)), on=s.ACCOUNT_ID, how="left")
+            .join(prompt_features.lazy(), on=s.ACCOUNT_ID, how="left")
             .with_columns(pl.col(*PROMPT_FEATURES, pr.N_PROMPTS).fill_null(0))
-            .collect()
+            .collect(engine=POLARS_ENGINE)
         )
         base = self.features if self.features is not None else fresh.clear()
         self.features = pl.concat([base.filter(~is_active), fresh]).sort(s.ACCOUNT_ID)
@@ -262,12 +274,37 @@ class DetectionEngine:
         """Fingerprint a per-account sample of the tick's prompts; merge template and key counts."""
         fp = pr.prompt_fingerprints(
             cl.prompt_sample(due, per_account=self.config.prompt_sample_per_tick), keys=True, wrapper_keys_only=True
-        ).collect()
+        ).collect(engine=POLARS_ENGINE)
         self.template_state = _merge_touched(
-            self.template_state, pr.template_counts(fp.lazy()).collect(), lambda a, b: pr.merge_template_counts(a, b)
+            self.template_state,
+            pr.template_counts(fp.lazy()).collect(engine=POLARS_ENGINE),
+            lambda a, b: pr.merge_template_counts(a, b),
         )
-        self.key_state = _merge_touched(
-            self.key_state, cl.template_key_counts(fp.lazy()).collect(), cl.merge_template_key_counts
+        keys = cl.template_key_counts(fp.lazy()).collect(engine=POLARS_ENGINE)
+        if keys.height:
+            keys = keys.join(self.account_index.lookup(keys.get_column(s.ACCOUNT_ID)), on=s.ACCOUNT_ID)
+            self.key_counts.add(
+                keys.get_column(ACCOUNT_INDEX).to_numpy(),
+                keys.get_column(cl.TEMPLATE_KEY).to_numpy(),
+                keys.get_column(cl.KEY_COUNT).to_numpy(),
+            )
+
+    def _update_template_links(self, active: pl.Series, prompt_features: pl.DataFrame) -> None:
+        """Re-derive the recurring-wrapper links of the tick's active accounts (no one else's changed)."""
+        index = self.account_index.lookup(active)
+        idx, key, n = self.key_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
+        rows = pl.DataFrame(
+            {
+                s.ACCOUNT_ID: self.account_index.ids_of(idx),
+                cl.TEMPLATE_KEY: pl.Series(key, dtype=pl.UInt64),
+                cl.KEY_COUNT: pl.Series(n, dtype=pl.Int64),
+            }
+        )
+        recurring = cl.recurring_template_links(
+            rows.lazy(), prompt_features.lazy().select(s.ACCOUNT_ID, pl.col(pr.N_PROMPTS).alias("n_prompts"))
+        ).collect(engine=POLARS_ENGINE)
+        self.template_links = pl.concat(
+            [self.template_links.filter(~pl.col(s.ACCOUNT_ID).is_in(active.implode())), recurring]
         )
 
     @staticmethod
@@ -364,11 +401,7 @@ class DetectionEngine:
         if not (force or on_the_hour or not suspicious.equals(self._last_suspicious)):
             return [], []
         self._last_suspicious = suspicious
-        prompts_per_account = (
-            self.template_state.lazy().group_by(s.ACCOUNT_ID).agg(pl.col(pr.N).sum().alias("n_prompts"))
-        )
-        templates = cl.recurring_template_links(self.key_state.lazy(), prompts_per_account).collect()
-        links = pl.concat([self.distinct_state, templates])
+        links = pl.concat([self.distinct_state, self.template_links])
         members, evidence = candidate_rings(links, suspicious, min_size=self.config.min_ring_size)
         scored = (
             members.join(self.scores, on=s.ACCOUNT_ID, how="left")

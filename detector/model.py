@@ -21,6 +21,7 @@ import pyod
 import sklearn
 from pyod.models.copod import COPOD
 from pyod.models.ecod import ECOD
+from pyod.models.ecod import skew as pyod_skew  # scipy's skew with NaN (constant column) -> 0
 from pyod.models.iforest import IForest
 
 from core.errors import ModelMismatch
@@ -58,6 +59,72 @@ class Reason:
         }
 
 
+class _SortedECDF:
+    """ECOD/COPOD scores computed as PyOD defines them, without re-sorting the training data.
+
+    PyOD's `decision_function` ranks training + new rows together by sorting their concatenation
+    on every call: O(n log n) per call however few rows are scored, and it runs every tick. The
+    same empirical CDF is a count of training values at or below a value (a binary search in
+    the training columns, sorted once at fit) plus the count among the new rows: the scores
+    are PyOD's own, at O(m log n).
+    """
+
+    X_train: np.ndarray  # set by PyOD's fit
+
+    def _freeze(self, X: np.ndarray) -> None:
+        self.sorted_train_ = np.sort(X, axis=0)
+
+    def _tails(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-log left ECDF, -log right ECDF and their skewness-chosen combination, per cell."""
+        ref = self.sorted_train_
+        n, m = ref.shape[0], X.shape[0]
+        le = np.empty(X.shape)
+        ge = np.empty(X.shape)
+        for j in range(X.shape[1]):  # one binary search per feature column, not per row
+            own = np.sort(X[:, j])
+            le[:, j] = np.searchsorted(ref[:, j], X[:, j], side="right") + np.searchsorted(own, X[:, j], side="right")
+            ge[:, j] = (n - np.searchsorted(ref[:, j], X[:, j], side="left")) + (
+                m - np.searchsorted(own, X[:, j], side="left")
+            )
+        u_l = -np.log(le / (n + m))
+        u_r = -np.log(ge / (n + m))
+        # skewness over training + new rows in PyOD's order: a near-constant column's skew is NaN
+        # or not depending on summation order, and PyOD's scores depend on which
+        sk = np.sign(pyod_skew(np.concatenate((self.X_train, X), axis=0), axis=0))
+        u_skew = u_l * -1 * np.sign(sk - 1) + u_r * np.sign(sk + 1)
+        return u_l, u_r, u_skew
+
+
+class SortedECOD(_SortedECDF, ECOD):
+    """PyOD's ECOD with the training columns sorted once (see `_SortedECDF`)."""
+
+    def fit(self, X: np.ndarray, y: Any = None) -> SortedECOD:
+        super().fit(X, y)
+        self._freeze(np.asarray(X, dtype=np.float64))
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "sorted_train_"):
+            return super().decision_function(X)  # inside fit: PyOD scores the training data itself
+        u_l, u_r, u_skew = self._tails(np.asarray(X, dtype=np.float64))
+        return np.maximum(np.maximum(u_l, u_r), u_skew).sum(axis=1)
+
+
+class SortedCOPOD(_SortedECDF, COPOD):
+    """PyOD's COPOD with the training columns sorted once (see `_SortedECDF`)."""
+
+    def fit(self, X: np.ndarray, y: Any = None) -> SortedCOPOD:
+        super().fit(X, y)
+        self._freeze(np.asarray(X, dtype=np.float64))
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "sorted_train_"):
+            return super().decision_function(X)
+        u_l, u_r, u_skew = self._tails(np.asarray(X, dtype=np.float64))
+        return np.maximum(u_skew, (u_l + u_r) / 2).sum(axis=1)
+
+
 class AccountEnsemble:
     """ECOD + COPOD + IForest over log-scaled, robustly standardised account features."""
 
@@ -79,8 +146,8 @@ class AccountEnsemble:
         self.scale_ = np.maximum(q75 - q25, 1e-3)
         Zs = (Z - self.median_) / self.scale_
         self.detectors_ = [
-            ECOD(contamination=self.contamination),
-            COPOD(contamination=self.contamination),
+            SortedECOD(contamination=self.contamination),
+            SortedCOPOD(contamination=self.contamination),
             IForest(contamination=self.contamination, random_state=self.random_state, n_estimators=100),
         ]
         self.train_scores_ = []

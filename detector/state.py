@@ -1,0 +1,111 @@
+"""Per-account state that grows with history but is read and updated per tick in O(touched).
+
+A tick touches a few thousand accounts out of tens of thousands, and the heaviest state (how often
+each account used each prompt-wrapper key: millions of rows) must not be filtered, copied or
+re-aggregated whole every tick. Counts live in sorted runs of (account index, key) composites,
+merged log-structured: appending a tick's counts is a small sort, runs of similar size merge
+(amortised O(log n) moves per row), and one account's rows are a binary search per run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from core import schema as s
+
+ACCOUNT_INDEX = "account_idx"
+# composite = account index << KEY_BITS | top KEY_BITS bits of the key: 2^28 accounts, and a
+# 1e-4 chance that two of one account's 10,000 keys collide
+KEY_BITS = 36
+_SHIFT = np.uint64(KEY_BITS)
+_KEY_MASK = np.uint64((1 << KEY_BITS) - 1)
+
+
+class AccountIndex:
+    """Dense integer ids for account ids, assigned in order of first sight (sorted within a call)."""
+
+    def __init__(self) -> None:
+        self._ids = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, ACCOUNT_INDEX: pl.UInt64})
+
+    def __len__(self) -> int:
+        return self._ids.height
+
+    def lookup(self, accounts: pl.Series) -> pl.DataFrame:
+        """(account_id, account_idx) for the distinct `accounts`, registering unseen ones."""
+        wanted = pl.DataFrame({s.ACCOUNT_ID: accounts.unique().sort()})
+        found = wanted.join(self._ids, on=s.ACCOUNT_ID, how="left", maintain_order="left")
+        new = found.filter(pl.col(ACCOUNT_INDEX).is_null()).select(s.ACCOUNT_ID)
+        if new.height:
+            added = new.with_columns(
+                (pl.int_range(new.height, dtype=pl.UInt64) + self._ids.height).alias(ACCOUNT_INDEX)
+            )
+            self._ids = pl.concat([self._ids, added])
+            found = wanted.join(self._ids, on=s.ACCOUNT_ID, how="left", maintain_order="left")
+        return found
+
+    def ids_of(self, idx: np.ndarray) -> pl.Series:
+        """Account ids of dense indices."""
+        return self._ids.get_column(s.ACCOUNT_ID).gather(idx.astype(np.int64))
+
+
+def _reduce(comp: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort composites and sum the counts of equal ones."""
+    if comp.size == 0:
+        return comp.astype(np.uint64), counts.astype(np.int64)
+    # stable sort is a merge of already sorted runs when two runs are concatenated: near O(n)
+    order = np.argsort(comp, kind="stable")
+    comp, counts = comp[order], counts[order]
+    starts = np.flatnonzero(np.r_[True, comp[1:] != comp[:-1]])
+    return comp[starts], np.add.reduceat(counts, starts).astype(np.int64)
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(lo[i], hi[i]) for all i, without a Python loop."""
+    lengths = hi - lo
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    return offsets + np.arange(total)
+
+
+class KeyCounts:
+    """Sum-mergeable counts per (account index, 64-bit key), in log-structured sorted runs."""
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return sum(keys.size for keys, _ in self._runs)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the runs."""
+        return sum(keys.nbytes + counts.nbytes for keys, counts in self._runs)
+
+    def add(self, idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> None:
+        """Add counts `n` of `key` for accounts `idx` (arrays of one length)."""
+        if idx.size == 0:
+            return
+        comp = (idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) >> np.uint64(64 - KEY_BITS))
+        self._runs.append(_reduce(comp, n.astype(np.int64)))
+        # keep run sizes geometric: few runs to search, each row moved O(log n) times
+        while len(self._runs) > 1 and self._runs[-2][0].size <= 2 * self._runs[-1][0].size:
+            (k2, c2), (k1, c1) = self._runs.pop(), self._runs.pop()
+            self._runs.append(_reduce(np.concatenate([k1, k2]), np.concatenate([c1, c2])))
+
+    def rows_for(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(account index, key bits, count) of every key of the accounts `idx`, summed over runs."""
+        idx = np.unique(idx.astype(np.uint64))
+        lo_keys, hi_keys = idx << _SHIFT, (idx + np.uint64(1)) << _SHIFT
+        comps, counts = [], []
+        for keys, cnt in self._runs:
+            take = _ranges(np.searchsorted(keys, lo_keys), np.searchsorted(keys, hi_keys))
+            comps.append(keys[take])
+            counts.append(cnt[take])
+        if not comps:
+            empty = np.zeros(0, dtype=np.uint64)
+            return empty, empty, np.zeros(0, dtype=np.int64)
+        comp, n = _reduce(np.concatenate(comps), np.concatenate(counts))
+        return comp >> _SHIFT, comp & _KEY_MASK, n
