@@ -20,12 +20,12 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import polars as pl
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -49,7 +49,7 @@ from detector.publisher import (
 )
 from detector.report import EventCounts, write_report
 from ingest.contract import EVENTS, ValidatedBatch, decode_records, empty_frame, empty_rejected
-from ingest.kafka_io import KafkaDeadLetter, parse_position, producer_config, servers
+from ingest.kafka_io import KafkaDeadLetter, parse_position, position, producer_config, servers
 from ingest.metrics import MetricsServer, StreamMetrics
 from ingest.pipeline import Pipeline
 from ingest.replay import detector_config, load_account_events
@@ -148,6 +148,25 @@ class StreamPipeline(Pipeline):
     def drop_pending(self) -> None:
         """Forget gathered outcomes (the state they came from is being rolled back)."""
         self.pending = []
+
+
+class _Positions(Sequence[str]):
+    """`topic/partition@offset` of each record, made only for those asked (the rejected ones)."""
+
+    def __init__(self, topic: str, partition: int, records: list[Any]) -> None:
+        self.topic, self.partition, self.records = topic, partition, records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [position(self.topic, self.partition, r.offset) for r in self.records[i]]
+        return position(self.topic, self.partition, self.records[i].offset)
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
@@ -546,7 +565,7 @@ class StreamWorker:
             self._batch_records[tp.partition] = recs
             p = tp.partition
             values = [r.value if r.value is not None else b"" for r in recs]
-            positions = [f"{topic}/{p}@{r.offset}" for r in recs]
+            positions = _Positions(topic, p, recs)
             batch = decode_records(
                 values,
                 kind=EVENTS,

@@ -50,7 +50,7 @@ class FileSource:
         positions: list[str] = []
         with self._open() as fh:
             try:
-                for lineno, line in enumerate(io.BufferedReader(fh, buffer_size=1 << 20), start=1):  # type: ignore[arg-type]
+                for lineno, line in enumerate(io.BufferedReader(fh, buffer_size=1 << 20), start=1):  # type: ignore[type-var]
                     stripped = line.rstrip(b"\r\n")
                     # blank lines separate nothing in NDJSON; they are not records
                     if not stripped.strip():
