@@ -21,7 +21,7 @@ import polars as pl
 
 from core import schema as s
 from detector.model import AccountEnsemble
-from detector.rings import RING_ID, candidate_rings, describe_evidence, ring_id_for
+from detector.rings import N_ACCOUNTS, RING_ID, candidate_rings, describe_evidence, ring_id_for
 from detector.state import ACCOUNT_INDEX, AccountIndex, KeyCounts
 from features import clusters as cl
 from features import prompts as pr
@@ -236,9 +236,7 @@ class DetectionEngine:
         self.volume_state = _merge_touched(
             self.volume_state, partials.collect(engine=POLARS_ENGINE), v.merge_volume_state
         )
-        self.distinct_state = _merge_touched(
-            self.distinct_state, v.distinct_partials(lf).collect(engine=POLARS_ENGINE), v.merge_distinct_state
-        )
+        self._add_distinct(v.distinct_partials(lf).collect(engine=POLARS_ENGINE))
         self._update_prompt_state(lf)
         # only active accounts' features can have changed: finalise just those
         prompt_features = self._prompt_features(self.template_state.lazy().filter(is_active)).collect(
@@ -269,6 +267,15 @@ class DetectionEngine:
         return TickOutcome(
             tick=tick, n_events=due.height, changed=list(touched.values()), rings=rings, dissolved=dissolved
         )
+
+    def _add_distinct(self, partials: pl.DataFrame) -> None:
+        """Append the tick's (account, dim, value) triples the state lacks: a set only grows."""
+        touched = partials.select(s.ACCOUNT_ID).unique()
+        known = self.distinct_state.join(touched, on=s.ACCOUNT_ID, how="semi")
+        new = partials.join(known, on=list(v.DISTINCT_STATE_SCHEMA), how="anti")
+        self.distinct_state = pl.concat([self.distinct_state, new], rechunk=False)
+        if self.distinct_state.n_chunks() > 64:
+            self.distinct_state = self.distinct_state.rechunk()
 
     def _update_prompt_state(self, due: pl.LazyFrame) -> None:
         """Fingerprint a per-account sample of the tick's prompts; merge template and key counts."""
@@ -401,8 +408,20 @@ class DetectionEngine:
         if not (force or on_the_hour or not suspicious.equals(self._last_suspicious)):
             return [], []
         self._last_suspicious = suspicious
-        links = pl.concat([self.distinct_state, self.template_links])
-        members, evidence = candidate_rings(links, suspicious, min_size=self.config.min_ring_size)
+        # the suspicious accounts' links, and how many accounts of the whole population hold each
+        # of their values: semi-joins against the small suspicious side, not a group-by of everyone's
+        sus = pl.DataFrame({s.ACCOUNT_ID: suspicious})
+        everyone = (self.distinct_state, self.template_links)
+        links = pl.concat([lk.join(sus, on=s.ACCOUNT_ID, how="semi") for lk in everyone])
+        values = links.select(v.DIM, v.VALUE).unique()
+        popularity = (
+            pl.concat([lk.join(values, on=[v.DIM, v.VALUE], how="semi") for lk in everyone])
+            .group_by(v.DIM, v.VALUE)
+            .agg(pl.len().alias(N_ACCOUNTS))
+        )
+        members, evidence = candidate_rings(
+            links, suspicious, min_size=self.config.min_ring_size, popularity=popularity
+        )
         scored = (
             members.join(self.scores, on=s.ACCOUNT_ID, how="left")
             .join(eligible.select(s.ACCOUNT_ID, v.N_EVENTS, pr.TARGETED_SHARE), on=s.ACCOUNT_ID, how="left")

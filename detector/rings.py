@@ -20,6 +20,7 @@ from features.volume import DIM, EMAIL_SHAPE, IP_PREFIX, PAYMENT, SIGNUP_PREFIX,
 
 RING_ID = "ring_id"
 RING_SIZE = "ring_size"
+N_ACCOUNTS = "n_accounts"
 TEMPLATE = "template"
 LINK_DIMS = (s.IP, IP_PREFIX, s.USER_AGENT, PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE, TEMPLATE)
 _DIM_LABELS = {
@@ -46,10 +47,13 @@ def candidate_rings(
     min_suspicious_share: float = 0.5,
     min_degree: int = 2,
     dims: tuple[str, ...] = LINK_DIMS,
+    popularity: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group suspicious accounts into rings.
 
-    `links` holds (account_id, dim, value) for the whole population; returns
+    `links` holds (account_id, dim, value) for the whole population, or only for the suspicious
+    accounts when `popularity` (dim, value, n_accounts: how many accounts of the whole population
+    hold each value) is given — the cheap form when the population is large. Returns
     (account_id, ring_id, ring_size) for ring members and (ring_id, dim, value, n_members) —
     the shared values that tie each ring together, its evidence.
     """
@@ -59,7 +63,14 @@ def candidate_rings(
         return empty_members, empty_evidence
     sus = pl.DataFrame({s.ACCOUNT_ID: suspicious.unique()}).with_columns(pl.lit(True).alias("_sus"))
     scoped = links.filter(pl.col(DIM).is_in(list(dims))).join(sus, on=s.ACCOUNT_ID, how="left")
-    popularity = scoped.group_by(DIM, VALUE).agg(pl.len().alias("_n_all"), pl.col("_sus").sum().alias("_n_sus"))
+    if popularity is None:
+        popularity = scoped.group_by(DIM, VALUE).agg(pl.len().alias(N_ACCOUNTS))
+    popularity = (
+        scoped.filter(pl.col("_sus").fill_null(False))
+        .group_by(DIM, VALUE)
+        .agg(pl.len().alias("_n_sus"))
+        .join(popularity.select(DIM, VALUE, pl.col(N_ACCOUNTS).alias("_n_all")), on=[DIM, VALUE])
+    )
     linking = popularity.filter((pl.col("_n_sus") >= 2) & (pl.col("_n_sus") / pl.col("_n_all") >= min_suspicious_share))
     edges = scoped.filter(pl.col("_sus").fill_null(False)).join(linking.select(DIM, VALUE), on=[DIM, VALUE])
     if edges.height == 0:
