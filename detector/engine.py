@@ -21,8 +21,8 @@ import polars as pl
 
 from core import schema as s
 from detector.model import AccountEnsemble
-from detector.rings import N_ACCOUNTS, RING_ID, candidate_rings, describe_evidence, ring_id_for
-from detector.state import ACCOUNT_INDEX, AccountIndex, KeyCounts
+from detector.rings import LINK_DIMS, N_ACCOUNTS, RING_ID, candidate_rings, describe_evidence, ring_id_for
+from detector.state import ACCOUNT_INDEX, KEY_BITS, AccountIndex, KeyCounts, fold_key
 from features import clusters as cl
 from features import prompts as pr
 from features import volume as v
@@ -34,6 +34,15 @@ SCORE = "score"
 POLARS_ENGINE = "in-memory"
 PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE)
 MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
+
+
+# a template-count key: the template id's top bits, then the capability's code in the low bits
+_CODE = "capability_code"
+_CODE_BITS = 3
+_CAPABILITY_CODES = pl.DataFrame(
+    {pr.CAPABILITY: list(pr.CAPABILITIES), _CODE: pl.Series(range(len(pr.CAPABILITIES)), dtype=pl.UInt64)}
+)
+assert len(pr.CAPABILITIES) <= 1 << _CODE_BITS and KEY_BITS > 2 * _CODE_BITS
 
 
 @dataclass(frozen=True)
@@ -137,7 +146,8 @@ class DetectionEngine:
         self._step = v.duration_of(config.every)
         self.volume_state = v.empty_volume_state().collect()
         self.distinct_state = v.empty_distinct_state().collect()
-        self.template_state = pl.DataFrame(schema=pr.TEMPLATE_COUNTS_SCHEMA)
+        # prompts per account, template and capability: (template id's top bits, capability code)
+        self.template_counts = KeyCounts()
         # how often each account reused each wrapper key, and the links its recurring keys make
         self.account_index = AccountIndex()
         self.key_counts = KeyCounts()
@@ -239,9 +249,7 @@ class DetectionEngine:
         self._add_distinct(v.distinct_partials(lf).collect(engine=POLARS_ENGINE))
         self._update_prompt_state(lf)
         # only active accounts' features can have changed: finalise just those
-        prompt_features = self._prompt_features(self.template_state.lazy().filter(is_active)).collect(
-            engine=POLARS_ENGINE
-        )
+        prompt_features = self._prompt_features(self._template_rows(active).lazy()).collect(engine=POLARS_ENGINE)
         self._update_template_links(active, prompt_features)
         fresh = (
             v.volume_features(
@@ -282,19 +290,42 @@ class DetectionEngine:
         fp = pr.prompt_fingerprints(
             cl.prompt_sample(due, per_account=self.config.prompt_sample_per_tick), keys=True, wrapper_keys_only=True
         ).collect(engine=POLARS_ENGINE)
-        self.template_state = _merge_touched(
-            self.template_state,
-            pr.template_counts(fp.lazy()).collect(engine=POLARS_ENGINE),
-            lambda a, b: pr.merge_template_counts(a, b),
-        )
+        templates = pr.template_counts(fp.lazy()).collect(engine=POLARS_ENGINE)
+        if templates.height:
+            templates = templates.join(
+                self.account_index.lookup(templates.get_column(s.ACCOUNT_ID)), on=s.ACCOUNT_ID
+            ).join(_CAPABILITY_CODES, on=pr.CAPABILITY)
+            tid = fold_key(templates.get_column(pr.TEMPLATE_ID).to_numpy())
+            code = templates.get_column(_CODE).to_numpy().astype(np.uint64)
+            self.template_counts.add(
+                templates.get_column(ACCOUNT_INDEX).to_numpy(),
+                (tid >> np.uint64(_CODE_BITS) << np.uint64(_CODE_BITS)) | code,
+                templates.get_column(pr.N).to_numpy(),
+            )
         keys = cl.template_key_counts(fp.lazy()).collect(engine=POLARS_ENGINE)
         if keys.height:
             keys = keys.join(self.account_index.lookup(keys.get_column(s.ACCOUNT_ID)), on=s.ACCOUNT_ID)
             self.key_counts.add(
                 keys.get_column(ACCOUNT_INDEX).to_numpy(),
-                keys.get_column(cl.TEMPLATE_KEY).to_numpy(),
+                fold_key(keys.get_column(cl.TEMPLATE_KEY).to_numpy()),
                 keys.get_column(cl.KEY_COUNT).to_numpy(),
             )
+
+    def _template_rows(self, accounts: pl.Series) -> pl.DataFrame:
+        """Template-count partials (account_id, template_id, capability, n) of `accounts`."""
+        index = self.account_index.lookup(accounts)
+        idx, key, n = self.template_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
+        mask = np.uint64((1 << _CODE_BITS) - 1)
+        rows = pl.DataFrame(
+            {
+                ACCOUNT_INDEX: pl.Series(idx, dtype=pl.UInt64),
+                pr.TEMPLATE_ID: pl.Series(key >> np.uint64(_CODE_BITS), dtype=pl.UInt64),
+                _CODE: pl.Series(key & mask, dtype=pl.UInt64),
+                pr.N: pl.Series(n, dtype=pl.Int64),
+            }
+        )
+        rows = rows.join(index, on=ACCOUNT_INDEX).join(_CAPABILITY_CODES, on=_CODE)
+        return rows.select(list(pr.TEMPLATE_COUNTS_SCHEMA))
 
     def _update_template_links(self, active: pl.Series, prompt_features: pl.DataFrame) -> None:
         """Re-derive the recurring-wrapper links of the tick's active accounts (no one else's changed)."""
@@ -412,10 +443,15 @@ class DetectionEngine:
         # of their values: semi-joins against the small suspicious side, not a group-by of everyone's
         sus = pl.DataFrame({s.ACCOUNT_ID: suspicious})
         everyone = (self.distinct_state, self.template_links)
-        links = pl.concat([lk.join(sus, on=s.ACCOUNT_ID, how="semi") for lk in everyone])
+        links = pl.concat([lk.join(sus, on=s.ACCOUNT_ID, how="semi") for lk in everyone]).filter(
+            pl.col(v.DIM).is_in(LINK_DIMS)
+        )
+        # one string key to probe with, the exact (dim, value) pairs checked on the small result
         values = links.select(v.DIM, v.VALUE).unique()
+        probe = values.select(v.VALUE).unique()
         popularity = (
-            pl.concat([lk.join(values, on=[v.DIM, v.VALUE], how="semi") for lk in everyone])
+            pl.concat([lk.join(probe, on=v.VALUE, how="semi") for lk in everyone])
+            .join(values, on=[v.DIM, v.VALUE], how="semi")
             .group_by(v.DIM, v.VALUE)
             .agg(pl.len().alias(N_ACCOUNTS))
         )
@@ -498,7 +534,8 @@ class DetectionEngine:
     def _capability_shares(self, members: pl.DataFrame) -> dict[str, dict[str, float]]:
         """Per component: share of its members' targeted prompts by capability, largest first."""
         per = (
-            self.template_state.join(members.select(s.ACCOUNT_ID, RING_ID), on=s.ACCOUNT_ID)
+            self._template_rows(members.get_column(s.ACCOUNT_ID))
+            .join(members.select(s.ACCOUNT_ID, RING_ID), on=s.ACCOUNT_ID)
             .filter(pl.col(pr.CAPABILITY) != pr.OTHER)
             .group_by(RING_ID, pr.CAPABILITY)
             .agg(pl.col(pr.N).sum())

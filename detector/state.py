@@ -70,8 +70,13 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return offsets + np.arange(total)
 
 
+def fold_key(key: np.ndarray) -> np.ndarray:
+    """A 64-bit hash key cut to the KEY_BITS a composite holds (its top bits)."""
+    return key.astype(np.uint64) >> np.uint64(64 - KEY_BITS)
+
+
 class KeyCounts:
-    """Sum-mergeable counts per (account index, 64-bit key), in log-structured sorted runs."""
+    """Sum-mergeable counts per (account index, KEY_BITS-bit key), in log-structured sorted runs."""
 
     def __init__(self) -> None:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -85,10 +90,10 @@ class KeyCounts:
         return sum(keys.nbytes + counts.nbytes for keys, counts in self._runs)
 
     def add(self, idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> None:
-        """Add counts `n` of `key` for accounts `idx` (arrays of one length)."""
+        """Add counts `n` of `key` (< 2**KEY_BITS, see `fold_key`) for accounts `idx` (arrays of one length)."""
         if idx.size == 0:
             return
-        comp = (idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) >> np.uint64(64 - KEY_BITS))
+        comp = (idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK)
         self._runs.append(_reduce(comp, n.astype(np.int64)))
         # keep run sizes geometric: few runs to search, each row moved O(log n) times
         while len(self._runs) > 1 and self._runs[-2][0].size <= 2 * self._runs[-1][0].size:
