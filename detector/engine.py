@@ -265,7 +265,11 @@ class DetectionEngine:
         base = self.features if self.features is not None else fresh.clear()
         self.features = pl.concat([base.filter(~is_active), fresh]).sort(s.ACCOUNT_ID)
         refitted = self._maybe_fit(tick, self.features)
-        changed = self._score(tick, self.features if refitted else fresh, active=active)
+        if refitted and self.model is not None:
+            # the model scored the whole population it was fitted on: reuse those scores
+            changed = self._score(tick, self.features, active=active, scores=self.model.decision_scores_)
+        else:
+            changed = self._score(tick, fresh, active=active)
         rings, released = self._link(tick, self.features, force=refitted)
         touched = {f.account_id: f for f in [*changed, *released]}
         for ring in rings:
@@ -375,12 +379,15 @@ class DetectionEngine:
             self.model.save(self.config.model_path)
         return True
 
-    def _score(self, tick: datetime, rows: pl.DataFrame, *, active: pl.Series) -> list[Flag]:
+    def _score(
+        self, tick: datetime, rows: pl.DataFrame, *, active: pl.Series, scores: np.ndarray | None = None
+    ) -> list[Flag]:
         """Score `rows` (the active accounts, or everyone after a refit) and update flags."""
         if self.model is None or rows.height == 0:
             return []
         X = rows.select(MODEL_FEATURES).to_numpy()
-        scores = self.model.decision_function(X)
+        if scores is None:
+            scores = self.model.decision_function(X)
         ids = rows.get_column(s.ACCOUNT_ID)
         self.scores = pl.concat(
             [

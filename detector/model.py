@@ -156,7 +156,15 @@ class AccountEnsemble:
             self.train_scores_.append(np.sort(det.decision_scores_))
         self.raw_median_ = np.median(X, axis=0)
         self.train_sorted_ = np.sort(X, axis=0)
-        self.decision_scores_ = self.decision_function(X)
+        # each detector scored the training rows while fitting (what decision_function(X) would
+        # return for them): combine those rather than score the whole population again
+        self.decision_scores_ = np.mean(
+            [
+                np.searchsorted(ref, det.decision_scores_, side="right") / len(ref)
+                for det, ref in zip(self.detectors_, self.train_scores_, strict=True)
+            ],
+            axis=0,
+        )
         self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
         self.n_samples_ = X.shape[0]
         return self
