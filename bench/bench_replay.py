@@ -72,6 +72,7 @@ def main() -> None:
         "DISTILLGUARD_DATA_DIR": str(args.workdir / "state"),
     }
     report = args.workdir / "report.json"
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(
         [
@@ -90,12 +91,17 @@ def main() -> None:
         capture_output=True,
     )
     replay_s = time.perf_counter() - started
-    replay_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    replay_rss = usage.ru_maxrss / 1024.0
+    # CPU seconds are steadier than wall time on a shared machine: quote both
+    replay_cpu = (usage.ru_utime - cpu_before.ru_utime) + (usage.ru_stime - cpu_before.ru_stime)
     flagged = sum(1 for a in json.loads(report.read_text())["accounts"] if a["flagged"])
     print(f"{'job':<28}{'seconds':>10}{'events/s':>14}{'peak RSS MiB':>16}")
     print(f"{'polars.read_ndjson alone':<28}{read_s:>10.1f}{n / read_s:>14,.0f}{read_rss:>16,.0f}")
     print(f"{'distillguard replay':<28}{replay_s:>10.1f}{n / replay_s:>14,.0f}{replay_rss:>16,.0f}")
     print(f"replay flagged {flagged} accounts; replay is {read_s / replay_s:.1%} of read_ndjson's rate")
+    load = os.getloadavg()[0]
+    print(f"replay CPU {replay_cpu:.1f} s (user+sys, all threads); load average {load:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -263,8 +263,8 @@ class DetectionEngine:
             .collect(engine=POLARS_ENGINE)
         )
         base = self.features if self.features is not None else fresh.clear()
-        self.features = pl.concat([base.filter(~is_active), fresh]).sort(s.ACCOUNT_ID)
-        refitted = self._maybe_fit(tick, self.features)
+        self.features = pl.concat([base.filter(~is_active), fresh])
+        refitted = self._maybe_fit(tick)
         if refitted and self.model is not None:
             # the model scored the whole population it was fitted on: reuse those scores
             changed = self._score(tick, self.features, active=active, scores=self.model.decision_scores_)
@@ -357,9 +357,10 @@ class DetectionEngine:
             .select(s.ACCOUNT_ID, pr.N_PROMPTS, *PROMPT_FEATURES)
         )
 
-    def _maybe_fit(self, tick: datetime, eligible: pl.DataFrame) -> bool:
+    def _maybe_fit(self, tick: datetime) -> bool:
         """Refit on the whole eligible population when it has grown or the model is old."""
-        n = eligible.height
+        assert self.features is not None
+        n = self.features.height
         if n < self.config.min_population:
             return False
         stale = (
@@ -369,7 +370,9 @@ class DetectionEngine:
         )
         if not stale:
             return False
-        X = eligible.select(MODEL_FEATURES).to_numpy()
+        # a fit depends on row order (IForest's subsamples): put the population in a canonical one
+        self.features = self.features.sort(s.ACCOUNT_ID)
+        X = self.features.select(MODEL_FEATURES).to_numpy()
         self.model = AccountEnsemble(
             features=MODEL_FEATURES, contamination=self.config.contamination, random_state=self.config.random_state
         ).fit(X)
