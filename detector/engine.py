@@ -21,7 +21,16 @@ import polars as pl
 
 from core import schema as s
 from detector.model import AccountEnsemble
-from detector.rings import LINK_DIMS, N_ACCOUNTS, RING_ID, candidate_rings, describe_evidence, ring_id_for
+from detector.rings import (
+    LINK_DIMS,
+    N_ACCOUNTS,
+    RING_ID,
+    TEMPLATE,
+    TEMPLATE_ONCE,
+    candidate_rings,
+    describe_evidence,
+    ring_id_for,
+)
 from detector.state import ACCOUNT_INDEX, KEY_BITS, AccountIndex, KeyCounts, fold_key
 from features import clusters as cl
 from features import prompts as pr
@@ -68,8 +77,18 @@ class DetectorConfig:
     # prompts fingerprinted per account and tick (a deterministic sample): enough to see a wrapper
     prompt_sample_per_tick: int = 6
     # an account whose prompts mostly target a capability is a ring candidate whatever its volume
+    # (even before it has min_account_events: a low-and-slow member sends a few requests an hour),
+    # and links by every wrapper key it used, not only the ones it reuses
     targeted_candidate_share: float = 0.5
     min_prompts: int = 5
+    # link young targeted accounts by every wrapper key they used, not only reused ones (features/
+    # clusters.py): surfaces low-and-slow rings sooner but, measured on seed 7, also ties in ~20
+    # benign accounts that share a phrasing with a big ring; off until pairwise evidence exists
+    link_keys_used_once: bool = False
+    # a solo flag is re-checked whenever the account is scored and released (unless a ring holds
+    # it) once it falls this far below the solo rule: a benchmark harness walking one dataset looks
+    # single-template for a few runs, a harvester stays that way
+    solo_release_margin: float = 0.1
     # a redelivered or retried event within this much event time is recognised by its event_id
     dedupe_horizon: timedelta = timedelta(hours=24)
     random_state: int = 42
@@ -152,6 +171,8 @@ class DetectionEngine:
         self.account_index = AccountIndex()
         self.key_counts = KeyCounts()
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
+        # accounts whose sampled prompts are mostly capability-targeted (ring candidates), any volume
+        self.targeted = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, pr.TARGETED_SHARE: pl.Float64})
         self.buffer = pl.DataFrame(schema=s.EVENT_SCHEMA)
         self.next_tick: datetime | None = None
         self.last_tick: datetime | None = None
@@ -342,11 +363,23 @@ class DetectionEngine:
                 cl.KEY_COUNT: pl.Series(n, dtype=pl.Int64),
             }
         )
+        targeted = (self.config.min_prompts, self.config.targeted_candidate_share)
         recurring = cl.recurring_template_links(
-            rows.lazy(), prompt_features.lazy().select(s.ACCOUNT_ID, pl.col(pr.N_PROMPTS).alias("n_prompts"))
+            rows.lazy(),
+            prompt_features.lazy().select(
+                s.ACCOUNT_ID, pl.col(pr.N_PROMPTS).alias("n_prompts"), pl.col(pr.TARGETED_SHARE).fill_null(0.0)
+            ),
+            targeted=targeted if self.config.link_keys_used_once else None,
         ).collect(engine=POLARS_ENGINE)
-        self.template_links = pl.concat(
-            [self.template_links.filter(~pl.col(s.ACCOUNT_ID).is_in(active.implode())), recurring]
+        is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
+        self.template_links = pl.concat([self.template_links.filter(~is_active), recurring])
+        self.targeted = pl.concat(
+            [
+                self.targeted.filter(~is_active),
+                prompt_features.filter(
+                    (pl.col(pr.N_PROMPTS) >= targeted[0]) & (pl.col(pr.TARGETED_SHARE) >= targeted[1])
+                ).select(s.ACCOUNT_ID, pl.col(pr.TARGETED_SHARE).cast(pl.Float64)),
+            ]
         )
 
     @staticmethod
@@ -412,6 +445,20 @@ class DetectionEngine:
             # a template share measured on a handful of prompts is noise (a harness warming up)
             & (rows.get_column(pr.N_PROMPTS).to_numpy() >= self.config.solo_min_prompts)
         )
+        m = self.config.solo_release_margin
+        still_solo = (
+            (scores >= self.config.solo_threshold - m / 2)
+            & (rows.get_column(pr.TARGETED_SHARE).to_numpy() >= self.config.targeted_candidate_share - m)
+            & (rows.get_column(pr.TOP_TEMPLATE_SHARE).to_numpy() >= self.config.solo_template_share - m)
+        )
+        solo_ids = [a for a, f in self.flags.items() if f.solo]
+        for i in np.flatnonzero(~still_solo & ids.is_in(solo_ids).to_numpy()):
+            flag = self.flags[id_list[i]]
+            if flag.solo:
+                flag.solo, flag.action = False, "throttle"
+                if flag.ring_id is None:
+                    flag.active, flag.action = False, "allow"
+                changed.append(flag)
         for i in np.flatnonzero(solo):
             acct = id_list[i]
             if acct not in self.flags:
@@ -438,10 +485,7 @@ class DetectionEngine:
         if self.model is None:
             return [], []
         anomalous = self.scores.filter(pl.col(SCORE) >= self.config.flag_threshold).get_column(s.ACCOUNT_ID)
-        targeted = eligible.filter(
-            (pl.col(pr.TARGETED_SHARE) >= self.config.targeted_candidate_share)
-            & (pl.col(pr.N_PROMPTS) >= self.config.min_prompts)
-        ).get_column(s.ACCOUNT_ID)
+        targeted = self.targeted.get_column(s.ACCOUNT_ID)
         suspicious = (
             pl.concat([anomalous, targeted, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]).unique().sort()
         )
@@ -453,11 +497,17 @@ class DetectionEngine:
         # of their values: semi-joins against the small suspicious side, not a group-by of everyone's
         sus = pl.DataFrame({s.ACCOUNT_ID: suspicious})
         everyone = (self.distinct_state, self.template_links)
+        # organisations come along: they never link, but make one customer of their accounts
         links = pl.concat([lk.join(sus, on=s.ACCOUNT_ID, how="semi") for lk in everyone]).filter(
-            pl.col(v.DIM).is_in(LINK_DIMS)
+            pl.col(v.DIM).is_in([*LINK_DIMS, v.ORG])
         )
         # one string key to probe with, the exact (dim, value) pairs checked on the small result
-        values = links.select(v.DIM, v.VALUE).unique()
+        values = links.filter(pl.col(v.DIM).is_in(LINK_DIMS)).select(v.DIM, v.VALUE).unique()
+        # a wrapper key counts its holders whether they reused it or used it once
+        twin = {TEMPLATE: TEMPLATE_ONCE, TEMPLATE_ONCE: TEMPLATE}
+        values = pl.concat(
+            [values, values.filter(pl.col(v.DIM).is_in(list(twin))).with_columns(pl.col(v.DIM).replace(twin))]
+        ).unique()
         probe = values.select(v.VALUE).unique()
         popularity = (
             pl.concat([lk.join(probe, on=v.VALUE, how="semi") for lk in everyone])
@@ -471,6 +521,10 @@ class DetectionEngine:
         scored = (
             members.join(self.scores, on=s.ACCOUNT_ID, how="left")
             .join(eligible.select(s.ACCOUNT_ID, v.N_EVENTS, pr.TARGETED_SHARE), on=s.ACCOUNT_ID, how="left")
+            # members too new for features (fewer than min_account_events) are judged by their prompts
+            .join(self.targeted.rename({pr.TARGETED_SHARE: "_targeted"}), on=s.ACCOUNT_ID, how="left")
+            .with_columns(pl.coalesce(pr.TARGETED_SHARE, "_targeted").alias(pr.TARGETED_SHARE))
+            .drop("_targeted")
             .with_columns(pl.col(SCORE, pr.TARGETED_SHARE).fill_null(0.0), pl.col(v.N_EVENTS).fill_null(0))
         )
         X_by_id = dict(

@@ -16,13 +16,16 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from core import schema as s
-from features.volume import DIM, EMAIL_SHAPE, IP_PREFIX, PAYMENT, SIGNUP_PREFIX, VALUE
+from features.clusters import TEMPLATE, TEMPLATE_ONCE
+from features.volume import DIM, EMAIL_SHAPE, IP_PREFIX, ORG, PAYMENT, SIGNUP_PREFIX, VALUE
 
 RING_ID = "ring_id"
 RING_SIZE = "ring_size"
 N_ACCOUNTS = "n_accounts"
-TEMPLATE = "template"
-LINK_DIMS = (s.IP, IP_PREFIX, s.USER_AGENT, PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE, TEMPLATE)
+LINK_DIMS = (s.IP, IP_PREFIX, s.USER_AGENT, PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE, TEMPLATE, TEMPLATE_ONCE)
+# a prompt carries up to 8 wrapper band keys: the keys a targeted account used once weigh 1/8 each
+# towards `min_degree`, so one prompt is one piece of evidence however many of its bands match
+ONCE_WEIGHT = 0.125
 _DIM_LABELS = {
     s.IP: "IP addresses",
     IP_PREFIX: "networks (/24, /64)",
@@ -30,7 +33,7 @@ _DIM_LABELS = {
     PAYMENT: "payment instruments",
     SIGNUP_PREFIX: "signup networks",
     EMAIL_SHAPE: "e-mail shapes and domains",
-    TEMPLATE: "recurring prompt templates",
+    TEMPLATE: "prompt templates (recurring, or used once by mostly capability-targeted accounts)",
 }
 
 
@@ -46,6 +49,7 @@ def candidate_rings(
     min_size: int = 3,
     min_suspicious_share: float = 0.5,
     min_degree: int = 2,
+    min_holders: int = 3,
     dims: tuple[str, ...] = LINK_DIMS,
     popularity: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -62,17 +66,44 @@ def candidate_rings(
     if suspicious.len() < min_size:
         return empty_members, empty_evidence
     sus = pl.DataFrame({s.ACCOUNT_ID: suspicious.unique()}).with_columns(pl.lit(True).alias("_sus"))
-    scoped = links.filter(pl.col(DIM).is_in(list(dims))).join(sus, on=s.ACCOUNT_ID, how="left")
-    if popularity is None:
-        popularity = scoped.group_by(DIM, VALUE).agg(pl.len().alias(N_ACCOUNTS))
-    popularity = (
-        scoped.filter(pl.col("_sus").fill_null(False))
-        .group_by(DIM, VALUE)
-        .agg(pl.len().alias("_n_sus"))
-        .join(popularity.select(DIM, VALUE, pl.col(N_ACCOUNTS).alias("_n_all")), on=[DIM, VALUE])
+    # accounts of one declared organisation are one customer: values only they share (their own
+    # network, client, benchmark prompts) tie no independent accounts together
+    orgs = links.filter(pl.col(DIM) == ORG).group_by(s.ACCOUNT_ID).agg(pl.col(VALUE).min().alias("_org"))
+    once = pl.col(DIM) == TEMPLATE_ONCE
+    scoped = links.filter(pl.col(DIM).is_in(list(dims))).with_columns(
+        # an address and its /24 are one piece of evidence, not two
+        pl.when(once)
+        .then(pl.lit(ONCE_WEIGHT))
+        .when(pl.col(DIM) == IP_PREFIX)
+        .then(pl.lit(0.5))
+        .otherwise(pl.lit(1.0))
+        .alias("_w"),
+        pl.when(once).then(pl.lit(TEMPLATE)).otherwise(pl.col(DIM)).alias(DIM),
     )
-    linking = popularity.filter((pl.col("_n_sus") >= 2) & (pl.col("_n_sus") / pl.col("_n_all") >= min_suspicious_share))
-    edges = scoped.filter(pl.col("_sus").fill_null(False)).join(linking.select(DIM, VALUE), on=[DIM, VALUE])
+    if popularity is None:
+        population = scoped.group_by(DIM, VALUE).agg(pl.len().alias("_n_all"))
+    else:
+        # counted per original dimension: the once-used wrapper keys count as templates here too
+        population = (
+            popularity.filter(pl.col(DIM).is_in(list(dims)))
+            .with_columns(
+                pl.when(pl.col(DIM) == TEMPLATE_ONCE).then(pl.lit(TEMPLATE)).otherwise(pl.col(DIM)).alias(DIM)
+            )
+            .group_by(DIM, VALUE)
+            .agg(pl.col(N_ACCOUNTS).sum().alias("_n_all"))
+        )
+    held = scoped.join(sus, on=s.ACCOUNT_ID).join(orgs, on=s.ACCOUNT_ID, how="left")
+    held = held.with_columns(pl.coalesce("_org", s.ACCOUNT_ID).alias("_org"))
+    popularity = (
+        held.group_by(DIM, VALUE)
+        .agg(pl.len().alias("_n_sus"), pl.col("_org").n_unique().alias("_n_sus_orgs"))
+        # two accounts on one residential /24 or one phrasing is a coincidence a big population makes
+        # daily; a value is evidence once `min_holders` independent suspicious customers share it
+        .filter(pl.col("_n_sus_orgs") >= min_holders)
+        .join(population, on=[DIM, VALUE])
+    )
+    linking = popularity.filter(pl.col("_n_sus") / pl.col("_n_all") >= min_suspicious_share)
+    edges = held.join(linking.select(DIM, VALUE), on=[DIM, VALUE])
     if edges.height == 0:
         return empty_members, empty_evidence
     accounts = edges.get_column(s.ACCOUNT_ID).unique().sort()
@@ -85,14 +116,20 @@ def candidate_rings(
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_a + n_v, n_a + n_v))
     _, labels = connected_components(graph, directed=False)
     # an account tied to the others by a single shared value may be a coincidence (one proxy
-    # address, one common phrase); ring members must share at least `min_degree` values
-    degree = e.group_by(s.ACCOUNT_ID).agg(pl.len().alias("_deg"))
+    # address, one common phrase); ring members must share at least `min_degree` values (a key a
+    # targeted account used only once counts ONCE_WEIGHT)
+    degree = e.group_by(s.ACCOUNT_ID).agg(pl.col("_w").sum().alias("_deg"))
     comp = (
         a_index.with_columns(pl.Series("_c", labels[:n_a]))
         .join(degree, on=s.ACCOUNT_ID)
         .filter(pl.col("_deg") >= min_degree)
     )
-    sized = comp.with_columns(pl.len().over("_c").alias(RING_SIZE)).filter(pl.col(RING_SIZE) >= min_size)
+    # a ring is at least `min_size` independent customers, not one organisation's accounts
+    sized = (
+        comp.join(held.select(s.ACCOUNT_ID, "_org").unique(s.ACCOUNT_ID), on=s.ACCOUNT_ID)
+        .with_columns(pl.len().over("_c").alias(RING_SIZE), pl.col("_org").n_unique().over("_c").alias("_n_orgs"))
+        .filter(pl.col("_n_orgs") >= min_size)
+    )
     if sized.height == 0:
         return empty_members, empty_evidence
     ids = sized.group_by("_c").agg(pl.col(s.ACCOUNT_ID).min().alias("_min"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from core import schema as s
-from features.prompts import TEMPLATE_KEYS
+from features.prompts import TARGETED_SHARE, TEMPLATE_KEYS
 from features.volume import DIM, VALUE
 
 TEMPLATE_KEY = "template_key"
@@ -21,6 +21,9 @@ TEMPLATE_KEY_STATE_SCHEMA: dict[str, pl.DataType] = {
     KEY_COUNT: pl.Int64(),
 }
 SAMPLE_RANK = "_sample_rank"
+# link dimensions of prompt wrappers: a key the account reuses, and a key a targeted account used once
+TEMPLATE = "template"
+TEMPLATE_ONCE = "template_once"
 
 
 def prompt_sample(events: pl.LazyFrame, *, per_account: int) -> pl.LazyFrame:
@@ -63,6 +66,8 @@ def recurring_template_links(
     *,
     early: tuple[int, float] = (2, 0.2),
     sustained: tuple[int, float] = (3, 0.05),
+    targeted: tuple[int, float] | None = None,
+    once_max_prompts: int = 12,
 ) -> pl.LazyFrame:
     """Link values for the wrappers an account reuses.
 
@@ -70,16 +75,32 @@ def recurring_template_links(
     fire on a new account that wraps everything — or `sustained` — an account that hides a
     wrapper among ordinary prompts still reuses it. A human rarely sends one wrapper three times;
     a harvester wraps every question in one of a few. `prompts_per_account` is (account_id,
-    n_prompts) of the sampled prompts.
+    n_prompts) of the sampled prompts, and `targeted_share` when `targeted` is given.
+
+    A ring that paraphrases its wrapper, or whose accounts send a few requests an hour, shows
+    few recurring keys per account for hours; what it shows at once is the same wrapper *across*
+    accounts. So an account with at least `targeted` = (n_prompts, targeted share) — mostly
+    capability-targeted prompts — also links by the keys it used once, as TEMPLATE_ONCE values:
+    the same key as a "template" value for the popularity and components, but one prompt's band
+    keys weigh as one piece of evidence (see detector/rings.py), so a single prompt that happens to
+    share a common phrasing ties nobody. Only a young account (at most `once_max_prompts` sampled
+    prompts) links this way: later its recurring keys speak for it, and a long-lived human who asks
+    many coding questions shares a phrasing with some ring sooner or later.
     """
     count, n = pl.col(KEY_COUNT), pl.col("n_prompts")
     recurring = ((count >= early[0]) & (count >= early[1] * n)) | (
         (count >= sustained[0]) & (count >= sustained[1] * n)
     )
+    dim = pl.lit(TEMPLATE)
+    keep = recurring
+    if targeted is not None:
+        is_targeted = (n >= targeted[0]) & (n <= once_max_prompts) & (pl.col(TARGETED_SHARE) >= targeted[1])
+        keep = recurring | is_targeted
+        dim = pl.when(recurring).then(pl.lit(TEMPLATE)).otherwise(pl.lit(TEMPLATE_ONCE))
     return (
         key_counts.join(prompts_per_account, on=s.ACCOUNT_ID)
-        .filter(recurring)
-        .select(s.ACCOUNT_ID, pl.lit("template").alias(DIM), pl.col(TEMPLATE_KEY).cast(pl.String).alias(VALUE))
+        .filter(keep)
+        .select(s.ACCOUNT_ID, dim.alias(DIM), pl.col(TEMPLATE_KEY).cast(pl.String).alias(VALUE))
     )
 
 

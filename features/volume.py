@@ -159,7 +159,10 @@ def distinct_partials(events: pl.LazyFrame) -> pl.LazyFrame:
 PAYMENT = "payment_fingerprint"
 SIGNUP_PREFIX = "signup_prefix"
 EMAIL_SHAPE = "email_shape"
-ACCOUNT_DIMS = (PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE)
+# the organisation an account declares: not a link (a customer's own accounts are not a ring) but
+# what tells a customer's own shared values from values shared between independent accounts
+ORG = "org"
+ACCOUNT_DIMS = (PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE, ORG)
 
 
 def account_links(accounts: pl.LazyFrame) -> pl.LazyFrame:
@@ -173,6 +176,7 @@ def account_links(accounts: pl.LazyFrame) -> pl.LazyFrame:
             pl.lit(EMAIL_SHAPE).alias(DIM),
             (pl.col(s.EMAIL_LOCAL_SHAPE) + pl.lit("@") + pl.col(s.EMAIL_DOMAIN)).alias(VALUE),
         ),
+        accounts.select(s.ACCOUNT_ID, pl.lit(ORG).alias(DIM), pl.col(s.ORG_ID).alias(VALUE)),
     ]
     return pl.concat(parts).drop_nulls(VALUE).unique()
 
