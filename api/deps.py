@@ -116,6 +116,11 @@ async def known_query_only(request: Request) -> None:
     if unknown:
         allowed = ", ".join(sorted(names)) or "none"
         raise BadRequest(f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes: {allowed}")
+    # every parameter takes one value: a repeated one would silently keep only its last value
+    repeated = sorted(k for k in set(request.query_params) if len(request.query_params.getlist(k)) > 1)
+    if repeated:
+        names_list = ", ".join(map(repr, repeated))
+        raise BadRequest(f"query parameter(s) {names_list} given more than once; each takes one value")
 
 
 def services(request: Request) -> Services:

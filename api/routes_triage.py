@@ -26,6 +26,7 @@ from api.schemas import (
     RingDetail,
     RingOut,
     SuppressionOut,
+    Timestamp,
     TransitionIn,
     TransitionOut,
 )
@@ -71,8 +72,8 @@ def list_alerts(
     severity: Severity | None = None,
     ring_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     account_id: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
-    since: Annotated[datetime | None, Query(description="first_flagged_ts >= since (RFC 3339)")] = None,
-    until: Annotated[datetime | None, Query(description="first_flagged_ts < until (RFC 3339)")] = None,
+    since: Annotated[Timestamp | None, Query(description="first_flagged_ts >= since (RFC 3339)")] = None,
+    until: Annotated[Timestamp | None, Query(description="first_flagged_ts < until (RFC 3339)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AlertPage:

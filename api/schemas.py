@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339_only(value: object) -> object:
+    """Refuse what pydantic would otherwise take for a time: numbers (Unix seconds), bare dates."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time, e.g. 2026-05-01T12:00:00Z")
+
+
+# a date-time in input: the OpenAPI type is a date-time string, so nothing else may pass
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_only)]
 
 
 class ReasonOut(BaseModel):
@@ -186,7 +200,7 @@ class TransitionIn(BaseModel):
     status: Literal["acknowledged", "resolved", "false_positive"]
     comment: Comment
     suppress_days: int | None = Field(
-        default=None, ge=1, le=365, description="false_positive only: days the account stays suppressed."
+        strict=True, default=None, ge=1, le=365, description="false_positive only: days the account stays suppressed."
     )
 
 
@@ -205,7 +219,7 @@ class RingActionIn(BaseModel):
 
     action: Literal["throttle", "require_kyc", "block"]
     comment: Comment
-    expires_at: datetime | None = Field(default=None, description="Default: the override TTL from settings.")
+    expires_at: Timestamp | None = Field(default=None, description="Default: the override TTL from settings.")
 
 
 class RingActionOut(BaseModel):
@@ -226,8 +240,9 @@ class OverrideIn(BaseModel):
 
     action: ActionName
     comment: Comment
-    rpm_limit: int | None = Field(default=None, ge=0, le=1_000_000, description="Default: the action's.")
-    expires_at: datetime | None = Field(default=None, description="Default: the override TTL from settings.")
+    # strict: a JSON string of digits is not the integer the schema asks for
+    rpm_limit: int | None = Field(default=None, ge=0, le=1_000_000, strict=True, description="Default: the action's.")
+    expires_at: Timestamp | None = Field(default=None, description="Default: the override TTL from settings.")
 
 
 class OverrideOut(BaseModel):

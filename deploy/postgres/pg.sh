@@ -133,6 +133,8 @@ BEGIN
   END IF;
 END
 \$\$;
+-- tests drop their databases WITH (FORCE): ending an autovacuum worker there needs this
+GRANT pg_signal_backend TO $DB_USER;
 SQL
     if [ -z "$(psql_admin -At -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]; then
         psql_admin -c "CREATE DATABASE $DB_NAME OWNER $DB_USER"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from pg_databases import create_database
 
 from api.app import create_app
 from core.db import make_engine, make_sessionmaker, transaction
@@ -128,18 +127,7 @@ def make_keys(url: str) -> tuple[dict[str, str], dict[str, int]]:
 
 def new_postgres_db(admin_url: str) -> tuple[str, Any]:
     """A fresh PostgreSQL database and the function that drops it."""
-    name = f"dg_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base, _, _ = admin_url.rpartition("/")
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return f"{base}/{name}", drop
+    return create_database(admin_url)
 
 
 def database(request: pytest.FixtureRequest, tmp: Path) -> Iterator[str]:
