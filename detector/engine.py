@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from core import schema as s
 from detector.model import AccountEnsemble
@@ -25,10 +27,12 @@ from detector.rings import (
     LINK_DIMS,
     N_ACCOUNTS,
     RING_ID,
+    RING_SIZE,
     TEMPLATE,
     TEMPLATE_ONCE,
     candidate_rings,
     describe_evidence,
+    pairwise_rings,
     ring_id_for,
 )
 from detector.state import ACCOUNT_INDEX, KEY_BITS, AccountIndex, KeyCounts, fold_key
@@ -39,6 +43,9 @@ from features import volume as v
 log = logging.getLogger(__name__)
 
 SCORE = "score"
+# which linking put a ring member there: shared values (candidate_rings) or early pairwise evidence
+_LINKED_COL, _EARLY_COL = "_linked", "_early"
+_LINKED, _EARLY = pl.col(_LINKED_COL), pl.col(_EARLY_COL)
 # per-tick plans are small and many: the in-memory engine starts faster than the streaming one
 POLARS_ENGINE = "in-memory"
 PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE)
@@ -85,6 +92,15 @@ class DetectorConfig:
     # clusters.py): surfaces low-and-slow rings sooner but, measured on seed 7, also ties in ~20
     # benign accounts that share a phrasing with a big ring; off until pairwise evidence exists
     link_keys_used_once: bool = False
+    # early rings (detector/rings.py pairwise_rings): young accounts (at most early_max_prompts
+    # sampled prompts) with at least early_min_targeted capability-targeted prompts, a majority of
+    # theirs, are linked pair by pair when they share early_min_shared_keys wrapper keys (more than
+    # one prompt's worth) that mostly such accounts use: a low-and-slow ring shows this within its
+    # first hour, long before its members have min_account_events for the anomaly model
+    early_rings: bool = True
+    early_max_prompts: int = 30
+    early_min_targeted: int = 2
+    early_min_shared_keys: int = 9
     # a solo flag is re-checked whenever the account is scored and released (unless a ring holds
     # it) once it falls this far below the solo rule: a benchmark harness walking one dataset looks
     # single-template for a few runs, a harvester stays that way
@@ -142,6 +158,21 @@ class TickOutcome:
     dissolved: list[str] = field(default_factory=list)
 
 
+EARLY_REASON = "early_ring_prompts"
+
+
+def _early_reason(targeted_share: float, baseline: float) -> dict[str, Any]:
+    """Why a ring member too new for the anomaly model is flagged: its prompts and what it shares."""
+    return {
+        "feature": EARLY_REASON,
+        "value": round(targeted_share, 6),
+        "baseline": round(baseline, 6),
+        "detail": f"{targeted_share:.0%} of its first prompts target capabilities (median account "
+        f"{baseline:.0%}), and it shares wrapper phrasings from at least two prompts with other ring "
+        "members; too new for the anomaly model",
+    }
+
+
 def _merge_touched(
     state: pl.DataFrame, partials: pl.DataFrame, merge: Callable[[pl.LazyFrame, pl.LazyFrame], pl.LazyFrame]
 ) -> pl.DataFrame:
@@ -170,6 +201,10 @@ class DetectionEngine:
         # how often each account reused each wrapper key, and the links its recurring keys make
         self.account_index = AccountIndex()
         self.key_counts = KeyCounts()
+        # how many accounts used each wrapper key (account index 0 of a KeyCounts: key -> holders)
+        self.key_holders = KeyCounts()
+        # young accounts whose few prompts mostly target a capability (early ring candidates)
+        self.young_targeted = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, pr.TARGETED_SHARE: pl.Float64})
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
         # accounts whose sampled prompts are mostly capability-targeted (ring candidates), any volume
         self.targeted = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, pr.TARGETED_SHARE: pl.Float64})
@@ -330,11 +365,14 @@ class DetectionEngine:
         keys = cl.template_key_counts(fp.lazy()).collect(engine=POLARS_ENGINE)
         if keys.height:
             keys = keys.join(self.account_index.lookup(keys.get_column(s.ACCOUNT_ID)), on=s.ACCOUNT_ID)
-            self.key_counts.add(
-                keys.get_column(ACCOUNT_INDEX).to_numpy(),
-                fold_key(keys.get_column(cl.TEMPLATE_KEY).to_numpy()),
-                keys.get_column(cl.KEY_COUNT).to_numpy(),
-            )
+            idx = keys.get_column(ACCOUNT_INDEX).to_numpy()
+            key = fold_key(keys.get_column(cl.TEMPLATE_KEY).to_numpy())
+            # an account's first use of a key makes it one more holder of that key
+            comp = np.unique((idx.astype(np.uint64) << np.uint64(KEY_BITS)) | key)
+            c_idx, c_key = comp >> np.uint64(KEY_BITS), comp & np.uint64((1 << KEY_BITS) - 1)
+            new = self.key_counts.counts_of(c_idx, c_key) == 0
+            self.key_holders.add(np.zeros(int(new.sum()), dtype=np.uint64), c_key[new], np.ones(int(new.sum())))
+            self.key_counts.add(idx, key, keys.get_column(cl.KEY_COUNT).to_numpy())
 
     def _template_rows(self, accounts: pl.Series) -> pl.DataFrame:
         """Template-count partials (account_id, template_id, capability, n) of `accounts`."""
@@ -379,6 +417,17 @@ class DetectionEngine:
                 prompt_features.filter(
                     (pl.col(pr.N_PROMPTS) >= targeted[0]) & (pl.col(pr.TARGETED_SHARE) >= targeted[1])
                 ).select(s.ACCOUNT_ID, pl.col(pr.TARGETED_SHARE).cast(pl.Float64)),
+            ]
+        )
+        share = pl.col(pr.TARGETED_SHARE).fill_null(0.0)
+        self.young_targeted = pl.concat(
+            [
+                self.young_targeted.filter(~is_active),
+                prompt_features.filter(
+                    (pl.col(pr.N_PROMPTS) <= self.config.early_max_prompts)
+                    & (share >= self.config.targeted_candidate_share)
+                    & ((share * pl.col(pr.N_PROMPTS)).round() >= self.config.early_min_targeted)
+                ).select(s.ACCOUNT_ID, share.cast(pl.Float64)),
             ]
         )
 
@@ -489,10 +538,12 @@ class DetectionEngine:
         suspicious = (
             pl.concat([anomalous, targeted, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]).unique().sort()
         )
+        young = self.young_targeted.get_column(s.ACCOUNT_ID).sort() if self.config.early_rings else suspicious.clear()
         on_the_hour = tick.minute == 0 and tick.second == 0
-        if not (force or on_the_hour or not suspicious.equals(self._last_suspicious)):
+        watched = pl.concat([suspicious, young])
+        if not (force or on_the_hour or not watched.equals(self._last_suspicious)):
             return [], []
-        self._last_suspicious = suspicious
+        self._last_suspicious = watched
         # the suspicious accounts' links, and how many accounts of the whole population hold each
         # of their values: semi-joins against the small suspicious side, not a group-by of everyone's
         sus = pl.DataFrame({s.ACCOUNT_ID: suspicious})
@@ -518,38 +569,55 @@ class DetectionEngine:
         members, evidence = candidate_rings(
             links, suspicious, min_size=self.config.min_ring_size, popularity=popularity
         )
+        members, evidence = self._with_early_rings(young, members, evidence)
         scored = (
             members.join(self.scores, on=s.ACCOUNT_ID, how="left")
             .join(eligible.select(s.ACCOUNT_ID, v.N_EVENTS, pr.TARGETED_SHARE), on=s.ACCOUNT_ID, how="left")
             # members too new for features (fewer than min_account_events) are judged by their prompts
             .join(self.targeted.rename({pr.TARGETED_SHARE: "_targeted"}), on=s.ACCOUNT_ID, how="left")
-            .with_columns(pl.coalesce(pr.TARGETED_SHARE, "_targeted").alias(pr.TARGETED_SHARE))
-            .drop("_targeted")
+            .join(self.young_targeted.rename({pr.TARGETED_SHARE: "_young"}), on=s.ACCOUNT_ID, how="left")
+            .with_columns(pl.coalesce(pr.TARGETED_SHARE, "_targeted", "_young").alias(pr.TARGETED_SHARE))
+            .drop("_targeted", "_young")
             .with_columns(pl.col(SCORE, pr.TARGETED_SHARE).fill_null(0.0), pl.col(v.N_EVENTS).fill_null(0))
         )
         X_by_id = dict(
             zip(eligible.get_column(s.ACCOUNT_ID).to_list(), eligible.select(MODEL_FEATURES).to_numpy(), strict=True)
         )
         capabilities = self._capability_shares(members)
+        targeted_median = float(eligible.get_column(pr.TARGETED_SHARE).median() or 0.0) if eligible.height else 0.0
         rings = []
         in_ring: set[str] = set()
         for (component,), part in scored.group_by([RING_ID], maintain_order=True):
             ids = sorted(part.get_column(s.ACCOUNT_ID).to_list())
             targeted_mean = float(part.get_column(pr.TARGETED_SHARE).mean() or 0.0)
-            anomaly_mean = float(part.get_column(SCORE).mean() or 0.0)
             # harvesting is the point of a ring: accounts that share infrastructure but do not
             # target capabilities (an enterprise batch, a campus) score low whatever their oddness
-            ring_score = targeted_mean * (0.5 + 0.5 * anomaly_mean)
+            linked = part.filter(_LINKED)
+            ring_score = (
+                float(linked.get_column(pr.TARGETED_SHARE).mean() or 0.0)
+                * (0.5 + 0.5 * float(linked.get_column(SCORE).mean() or 0.0))
+                if linked.height
+                else 0.0
+            )
+            # an early ring's members are too new to be scored: pairwise wrapper evidence among
+            # mostly capability-targeted accounts is the ring's case, judged by their prompts alone
+            early = part.filter(_EARLY)
+            if early.height:
+                ring_score = max(ring_score, float(early.get_column(pr.TARGETED_SHARE).mean() or 0.0))
             if ring_score < self.config.ring_threshold:
                 continue
             ring_id = self._ring_identity(ids, fallback=str(component))
             action = "block" if ring_score >= 0.8 and len(ids) >= 10 else "require_kyc"
-            for acct, sc, n in part.select(s.ACCOUNT_ID, SCORE, v.N_EVENTS).iter_rows():
+            for acct, sc, n, share in part.select(s.ACCOUNT_ID, SCORE, v.N_EVENTS, pr.TARGETED_SHARE).iter_rows():
                 flag = self.flags.get(acct)
                 if flag is None:
                     flag = self.flags[acct] = Flag(acct, tick, float(sc), tick)
+                # an account too new for the model is explained by its prompts until it has features
+                if not flag.reasons or flag.reasons[0]["feature"] == EARLY_REASON:
                     if acct in X_by_id and self.model is not None:
                         flag.reasons = [r.as_dict() for r in self.model.reasons(X_by_id[acct])]
+                    else:
+                        flag.reasons = [_early_reason(float(share), targeted_median)]
                 flag.ring_id, flag.action, flag.n_events, flag.active = ring_id, action, int(n), True
                 in_ring.add(acct)
             previous = self.rings.get(ring_id)
@@ -583,6 +651,96 @@ class DetectionEngine:
         self._dissolved = sorted(k for k in self.rings if k not in live)
         self.rings = {k: r for k, r in self.rings.items() if k in live}
         return rings, released
+
+    def _with_early_rings(
+        self, young: pl.Series, members: pl.DataFrame, evidence: pl.DataFrame
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Add the early rings of young targeted accounts; rings sharing a member become one.
+
+        Returns `members` with boolean columns _LINKED (found by `candidate_rings`) and _EARLY (by
+        `pairwise_rings`), RING_ID relabelled to the merged component, and the merged evidence.
+        """
+        flagged = {_LINKED_COL: True, _EARLY_COL: False}
+        early = pl.DataFrame(schema=members.schema)
+        early_evidence = evidence.clear()
+        if young.len() >= self.config.min_ring_size:
+            index = self.account_index.lookup(young)
+            idx, key, _ = self.key_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
+            keys = pl.DataFrame(
+                {s.ACCOUNT_ID: self.account_index.ids_of(idx), v.VALUE: pl.Series(key, dtype=pl.UInt64).cast(pl.String)}
+            )
+            distinct = np.unique(key)
+            popularity = pl.DataFrame(
+                {
+                    v.VALUE: pl.Series(distinct, dtype=pl.UInt64).cast(pl.String),
+                    N_ACCOUNTS: self.key_holders.counts_of(np.zeros(distinct.size, dtype=np.uint64), distinct),
+                }
+            )
+            orgs = (
+                self.distinct_state.filter(pl.col(v.DIM) == v.ORG)
+                .join(pl.DataFrame({s.ACCOUNT_ID: young}), on=s.ACCOUNT_ID, how="semi")
+                .group_by(s.ACCOUNT_ID)
+                .agg(pl.col(v.VALUE).min())
+            )
+            early, early_evidence = pairwise_rings(
+                keys,
+                popularity,
+                orgs,
+                min_shared=self.config.early_min_shared_keys,
+                min_suspicious_share=0.5,
+                min_size=self.config.min_ring_size,
+            )
+        both = pl.concat(
+            [
+                members.select(
+                    s.ACCOUNT_ID,
+                    ("o" + pl.col(RING_ID)).alias("_part"),
+                    *(pl.lit(x).alias(k) for k, x in flagged.items()),
+                ),
+                early.select(
+                    s.ACCOUNT_ID,
+                    ("e" + pl.col(RING_ID)).alias("_part"),
+                    pl.lit(False).alias(_LINKED_COL),
+                    pl.lit(True).alias(_EARLY_COL),
+                ),
+            ]
+        )
+        if both.height == 0:
+            return members.with_columns(pl.lit(False).alias(_LINKED_COL), pl.lit(False).alias(_EARLY_COL)), evidence
+        # accounts and rings are nodes of one graph: two rings with a member in common are one
+        nodes = pl.concat([both.get_column(s.ACCOUNT_ID), both.get_column("_part")]).unique().sort()
+        node = pl.DataFrame({"_node": nodes}).with_row_index("_i")
+        e = both.join(node, left_on=s.ACCOUNT_ID, right_on="_node").join(
+            node, left_on="_part", right_on="_node", suffix="_p"
+        )
+        n = node.height
+        graph = coo_matrix(
+            (np.ones(e.height), (e.get_column("_i").to_numpy(), e.get_column("_i_p").to_numpy())), shape=(n, n)
+        )
+        _, labels = connected_components(graph, directed=False)
+        label = node.with_columns(pl.Series("_c", labels).cast(pl.String).alias(RING_ID)).select("_node", RING_ID)
+        merged = (
+            both.group_by(s.ACCOUNT_ID)
+            .agg(pl.col(_LINKED_COL).any(), pl.col(_EARLY_COL).any())
+            .join(label, left_on=s.ACCOUNT_ID, right_on="_node")
+            .with_columns(pl.len().over(RING_ID).cast(pl.Int64).alias(RING_SIZE))
+            .select(s.ACCOUNT_ID, RING_ID, RING_SIZE, _LINKED_COL, _EARLY_COL)
+        )
+        parts = both.select("_part").unique().join(label, left_on="_part", right_on="_node")
+        ev = pl.concat(
+            [
+                evidence.with_columns(("o" + pl.col(RING_ID)).alias("_part")),
+                early_evidence.with_columns(("e" + pl.col(RING_ID)).alias("_part")),
+            ]
+        )
+        ev = (
+            ev.drop(RING_ID)
+            .join(parts, on="_part")
+            .group_by(RING_ID, v.DIM, v.VALUE)
+            .agg(pl.col("n_members").max())
+            .sort(RING_ID, "n_members", v.VALUE, descending=[False, True, False])
+        )
+        return merged, ev
 
     def _ring_identity(self, members: list[str], *, fallback: str) -> str:
         """Keep a growing ring's id: the id most of its already-flagged members carry, else a new one."""

@@ -12,7 +12,7 @@ import hashlib
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from core import schema as s
@@ -141,6 +141,83 @@ def candidate_rings(
         e.join(members, on=s.ACCOUNT_ID)
         .group_by(RING_ID, DIM, VALUE)
         .agg(pl.len().cast(pl.Int64).alias("n_members"))
+        .sort(RING_ID, "n_members", VALUE, descending=[False, True, False])
+    )
+    return members, evidence
+
+
+def pairwise_rings(
+    keys: pl.DataFrame,
+    popularity: pl.DataFrame,
+    orgs: pl.DataFrame,
+    *,
+    min_shared: int = 9,
+    min_suspicious_share: float = 0.5,
+    min_size: int = 3,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rings of young capability-targeted accounts linked pair by pair by the wrapper keys they share.
+
+    `keys` is (account_id, value): every wrapper key each candidate used, once or more; `popularity`
+    (value, n_accounts) how many accounts of the whole population used each; `orgs` (account_id,
+    org). A key is evidence when at least half of its holders are candidates (a popular phrasing
+    is not). Unlike `candidate_rings`, where one shared value joins two components, two accounts
+    are linked only when they share more than `min_shared` - 1 such keys *with each other*: one
+    prompt yields at most 8 wrapper band keys, so 9 or more means at least two of their prompts
+    match — a ring member's second request says what a coincidence of phrasing cannot. Connected
+    components of those pairwise links, of at least `min_size` independent customers, are rings.
+    Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
+    `candidate_rings`.
+    """
+    empty_members = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, RING_ID: pl.String, RING_SIZE: pl.Int64})
+    empty_evidence = pl.DataFrame(schema={RING_ID: pl.String, DIM: pl.String, VALUE: pl.String, "n_members": pl.Int64})
+    keys = keys.select(s.ACCOUNT_ID, VALUE).unique()
+    held = (
+        keys.group_by(VALUE)
+        .agg(pl.len().alias("_n_sus"))
+        .join(popularity.select(VALUE, N_ACCOUNTS), on=VALUE)
+        .filter((pl.col("_n_sus") >= 2) & (pl.col("_n_sus") >= min_suspicious_share * pl.col(N_ACCOUNTS)))
+    )
+    edges = keys.join(held.select(VALUE), on=VALUE)
+    if edges.height == 0:
+        return empty_members, empty_evidence
+    a_index = edges.select(s.ACCOUNT_ID).unique().sort(s.ACCOUNT_ID).with_row_index("_a")
+    v_index = edges.select(VALUE).unique().sort(VALUE).with_row_index("_v")
+    e = edges.join(a_index, on=s.ACCOUNT_ID).join(v_index, on=VALUE)
+    n_a = a_index.height
+    incidence = csr_matrix(
+        (np.ones(e.height), (e.get_column("_a").to_numpy(), e.get_column("_v").to_numpy())),
+        shape=(n_a, v_index.height),
+    )
+    shared = (incidence @ incidence.T).tocoo()
+    pair = (shared.row < shared.col) & (shared.data >= min_shared)
+    if not pair.any():
+        return empty_members, empty_evidence
+    graph = coo_matrix((np.ones(int(pair.sum())), (shared.row[pair], shared.col[pair])), shape=(n_a, n_a))
+    _, labels = connected_components(graph, directed=False)
+    linked = np.zeros(n_a, dtype=bool)
+    linked[shared.row[pair]] = True
+    linked[shared.col[pair]] = True
+    comp = (
+        a_index.with_columns(pl.Series("_c", labels), pl.Series("_linked", linked))
+        .filter("_linked")
+        .join(orgs.select(s.ACCOUNT_ID, pl.col(VALUE).alias("_org")), on=s.ACCOUNT_ID, how="left")
+        .with_columns(pl.coalesce("_org", s.ACCOUNT_ID).alias("_org"))
+        .with_columns(pl.len().over("_c").alias(RING_SIZE), pl.col("_org").n_unique().over("_c").alias("_n_orgs"))
+        .filter(pl.col("_n_orgs") >= min_size)
+    )
+    if comp.height == 0:
+        return empty_members, empty_evidence
+    ids = comp.group_by("_c").agg(pl.col(s.ACCOUNT_ID).min().alias("_min"))
+    ids = ids.with_columns(
+        pl.col("_min").map_elements(lambda m: ring_id_for([m]), return_dtype=pl.String).alias(RING_ID)
+    )
+    members = comp.join(ids, on="_c").select(s.ACCOUNT_ID, RING_ID, pl.col(RING_SIZE).cast(pl.Int64))
+    evidence = (
+        e.join(members, on=s.ACCOUNT_ID)
+        .group_by(RING_ID, VALUE)
+        .agg(pl.len().cast(pl.Int64).alias("n_members"))
+        .filter(pl.col("n_members") >= 2)
+        .select(RING_ID, pl.lit(TEMPLATE).alias(DIM), VALUE, "n_members")
         .sort(RING_ID, "n_members", VALUE, descending=[False, True, False])
     )
     return members, evidence

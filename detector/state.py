@@ -114,3 +114,15 @@ class KeyCounts:
             return empty, empty, np.zeros(0, dtype=np.int64)
         comp, n = _reduce(np.concatenate(comps), np.concatenate(counts))
         return comp >> _SHIFT, comp & _KEY_MASK, n
+
+    def counts_of(self, idx: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """Count of each exact (account index, key) pair, summed over runs (0 when absent)."""
+        comp = (idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK)
+        out = np.zeros(comp.size, dtype=np.int64)
+        for keys, cnt in self._runs:
+            if keys.size == 0:
+                continue
+            pos = np.minimum(np.searchsorted(keys, comp), keys.size - 1)
+            hit = keys[pos] == comp
+            out[hit] += cnt[pos[hit]]
+        return out
