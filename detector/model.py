@@ -71,8 +71,21 @@ class _SortedECDF:
 
     X_train: np.ndarray  # set by PyOD's fit
 
-    def _freeze(self, X: np.ndarray) -> None:
-        self.sorted_train_ = np.sort(X, axis=0)
+    def fit(self, X: np.ndarray, y: Any = None) -> Any:
+        """PyOD's fit, then the training columns sorted for scoring."""
+        self.__dict__.pop("sorted_train_", None)  # a refit's own scoring must be PyOD's, not the old sort's
+        super().fit(X, y)  # type: ignore[misc]
+        self.sorted_train_ = np.sort(np.asarray(X, dtype=np.float64), axis=0)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """The detector's score of each row of `X`, as PyOD computes it."""
+        if not hasattr(self, "sorted_train_"):
+            return super().decision_function(X)  # type: ignore[misc, no-any-return]  # inside fit: PyOD scores the training data
+        return self._combine(*self._tails(np.asarray(X, dtype=np.float64)))
+
+    def _combine(self, u_l: np.ndarray, u_r: np.ndarray, u_skew: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def _tails(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-log left ECDF, -log right ECDF and their skewness-chosen combination, per cell."""
@@ -98,30 +111,14 @@ class _SortedECDF:
 class SortedECOD(_SortedECDF, ECOD):
     """PyOD's ECOD with the training columns sorted once (see `_SortedECDF`)."""
 
-    def fit(self, X: np.ndarray, y: Any = None) -> SortedECOD:
-        super().fit(X, y)
-        self._freeze(np.asarray(X, dtype=np.float64))
-        return self
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "sorted_train_"):
-            return super().decision_function(X)  # inside fit: PyOD scores the training data itself
-        u_l, u_r, u_skew = self._tails(np.asarray(X, dtype=np.float64))
+    def _combine(self, u_l: np.ndarray, u_r: np.ndarray, u_skew: np.ndarray) -> np.ndarray:
         return np.maximum(np.maximum(u_l, u_r), u_skew).sum(axis=1)
 
 
 class SortedCOPOD(_SortedECDF, COPOD):
     """PyOD's COPOD with the training columns sorted once (see `_SortedECDF`)."""
 
-    def fit(self, X: np.ndarray, y: Any = None) -> SortedCOPOD:
-        super().fit(X, y)
-        self._freeze(np.asarray(X, dtype=np.float64))
-        return self
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "sorted_train_"):
-            return super().decision_function(X)
-        u_l, u_r, u_skew = self._tails(np.asarray(X, dtype=np.float64))
+    def _combine(self, u_l: np.ndarray, u_r: np.ndarray, u_skew: np.ndarray) -> np.ndarray:
         return np.maximum(u_skew, (u_l + u_r) / 2).sum(axis=1)
 
 

@@ -42,6 +42,15 @@ def ring_id_for(members: list[str]) -> str:
     return "r-" + hashlib.sha1(min(members).encode()).hexdigest()[:10]
 
 
+def _named_members(components: pl.DataFrame) -> pl.DataFrame:
+    """(account_id, ring_id, ring_size) of components (column `_c`), each named after its lowest member."""
+    ids = components.group_by("_c").agg(pl.col(s.ACCOUNT_ID).min().alias("_min"))
+    ids = ids.with_columns(
+        pl.col("_min").map_elements(lambda m: ring_id_for([m]), return_dtype=pl.String).alias(RING_ID)
+    )
+    return components.join(ids, on="_c").select(s.ACCOUNT_ID, RING_ID, pl.col(RING_SIZE).cast(pl.Int64))
+
+
 def candidate_rings(
     links: pl.DataFrame,
     suspicious: pl.Series,
@@ -132,11 +141,7 @@ def candidate_rings(
     )
     if sized.height == 0:
         return empty_members, empty_evidence
-    ids = sized.group_by("_c").agg(pl.col(s.ACCOUNT_ID).min().alias("_min"))
-    ids = ids.with_columns(
-        pl.col("_min").map_elements(lambda m: ring_id_for([m]), return_dtype=pl.String).alias(RING_ID)
-    )
-    members = sized.join(ids, on="_c").select(s.ACCOUNT_ID, RING_ID, pl.col(RING_SIZE).cast(pl.Int64))
+    members = _named_members(sized)
     evidence = (
         e.join(members, on=s.ACCOUNT_ID)
         .group_by(RING_ID, DIM, VALUE)
@@ -207,11 +212,7 @@ def pairwise_rings(
     )
     if comp.height == 0:
         return empty_members, empty_evidence
-    ids = comp.group_by("_c").agg(pl.col(s.ACCOUNT_ID).min().alias("_min"))
-    ids = ids.with_columns(
-        pl.col("_min").map_elements(lambda m: ring_id_for([m]), return_dtype=pl.String).alias(RING_ID)
-    )
-    members = comp.join(ids, on="_c").select(s.ACCOUNT_ID, RING_ID, pl.col(RING_SIZE).cast(pl.Int64))
+    members = _named_members(comp)
     evidence = (
         e.join(members, on=s.ACCOUNT_ID)
         .group_by(RING_ID, VALUE)

@@ -82,6 +82,7 @@ class KeyCounts:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
 
     def __len__(self) -> int:
+        """Rows held: a (account, key) pair may sit in more than one run until the runs merge."""
         return sum(keys.size for keys, _ in self._runs)
 
     @property

@@ -1,0 +1,35 @@
+"""The account ensemble keeps PyOD's scores while scoring faster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyod.models.copod import COPOD
+from pyod.models.ecod import ECOD
+
+from detector.model import AccountEnsemble, SortedCOPOD, SortedECOD
+
+
+@pytest.mark.parametrize(("fast", "reference"), [(SortedECOD, ECOD), (SortedCOPOD, COPOD)])
+def test_sorted_ecdf_detectors_score_exactly_as_pyod(fast: type, reference: type) -> None:
+    rng = np.random.default_rng(3)
+    X = np.round(rng.lognormal(size=(2000, 6)), 1)
+    X[:, 2] = 0.0  # a constant column: skewness NaN, which PyOD turns into 0
+    Y = np.round(rng.lognormal(size=(150, 6)) * 1.5, 1)
+    ours, theirs = fast().fit(X), reference().fit(X)
+    np.testing.assert_allclose(ours.decision_scores_, theirs.decision_scores_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours.decision_function(Y), theirs.decision_function(Y), rtol=0, atol=1e-9)
+    assert ours.threshold_ == theirs.threshold_
+    # refitting the same object scores against the new training data only
+    ours.fit(X[:500])
+    theirs.fit(X[:500])
+    np.testing.assert_allclose(ours.decision_function(Y), theirs.decision_function(Y), rtol=0, atol=1e-9)
+
+
+def test_training_scores_are_what_decision_function_gives_the_training_rows() -> None:
+    rng = np.random.default_rng(5)
+    X = rng.lognormal(size=(1500, 4))
+    model = AccountEnsemble(features=("a", "b", "c", "d")).fit(X)
+    np.testing.assert_allclose(model.decision_scores_, model.decision_function(X), atol=2 / len(X))
+    outlier = np.array([[X[:, 0].max() * 50, 0.0, X[:, 2].max() * 50, 0.0]])
+    assert model.decision_function(outlier)[0] > np.quantile(model.decision_scores_, 0.99)
