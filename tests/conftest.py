@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from pg_databases import create_database
+from sqlalchemy.orm import Session, sessionmaker
 
+from core.db import make_engine, make_sessionmaker
 from core.migrations import upgrade
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +33,17 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def bootstrap() -> str:
+    """The Kafka broker started by scripts/test.sh; skipped locally without it, a failure in CI."""
+    address = os.environ.get("DISTILLGUARD_KAFKA_BOOTSTRAP")
+    if not address:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide DISTILLGUARD_KAFKA_BOOTSTRAP (scripts/test.sh starts the broker)")
+        pytest.skip("DISTILLGUARD_KAFKA_BOOTSTRAP not set: start deploy/kafka/broker.sh")
+    return address
+
+
+@pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
     """The test PostgreSQL server (deploy/postgres/pg.sh), or skip where it is not running."""
     url = os.environ.get("DISTILLGUARD_TEST_POSTGRES_URL")
@@ -49,3 +62,13 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
         yield url
     finally:
         drop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a fresh database built by `alembic upgrade head`: SQLite, then real PostgreSQL."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    upgrade(url)
+    engine = make_engine(url)
+    yield make_sessionmaker(engine)
+    engine.dispose()

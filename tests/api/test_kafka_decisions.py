@@ -21,16 +21,6 @@ from detector.publisher import DECISIONS_TOPIC
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture(scope="module")
-def bootstrap() -> str:
-    address = os.environ.get("DISTILLGUARD_KAFKA_BOOTSTRAP")
-    if not address:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide DISTILLGUARD_KAFKA_BOOTSTRAP (scripts/test.sh starts the broker)")
-        pytest.skip("DISTILLGUARD_KAFKA_BOOTSTRAP not set: start deploy/kafka/broker.sh")
-    return address
-
-
 def _read(bootstrap: str, keys: set[str], timeout: float = 20) -> dict[str, list[dict[str, object]]]:
     consumer = KafkaConsumer(
         DECISIONS_TOPIC,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, make_sessionmaker, transaction
+from core.db import transaction
 from core.errors import BadRequest
-from core.migrations import upgrade
 from core.settings import Settings
 from detector import decisions, repository
 from detector.decisions import DecisionCache, DecisionPolicy, NoopPublisher, clear_override, set_override
@@ -20,15 +18,6 @@ from detector.keys import Principal
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 ANALYST = Principal(1, "ana", "analyst")
 POLICY = DecisionPolicy(throttle_rpm=30, kyc_rpm=2, detector_ttl=timedelta(hours=1))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
-    url = request.getfixturevalue(f"{request.param}_url")
-    upgrade(url)
-    engine = make_engine(url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def _alert(

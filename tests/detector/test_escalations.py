@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, make_sessionmaker, transaction
+from core.db import transaction
 from core.errors import BadRequest, Conflict, NotFound
-from core.migrations import upgrade
 from core.settings import Settings
 from detector import escalations, repository
 from detector.decisions import DecisionPolicy
@@ -19,15 +17,6 @@ from detector.keys import Principal
 
 ANALYST = Principal(1, "ana", "analyst")
 PROVIDER = Principal(2, "kyc-co", "platform")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
-    url = request.getfixturevalue(f"{request.param}_url")
-    upgrade(url)
-    engine = make_engine(url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def test_signature_round_trip_and_replay_window() -> None:

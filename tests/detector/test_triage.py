@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, make_sessionmaker, transaction
+from core.db import transaction
 from core.errors import BadRequest, Conflict, NotFound
-from core.migrations import upgrade
 from detector import repository, triage
 from detector.decisions import DecisionPolicy
 from detector.engine import Flag, Ring, TickOutcome
@@ -20,15 +18,6 @@ from detector.service import record_outcomes
 T0 = datetime(2026, 5, 1, 6, tzinfo=UTC)
 ANA = Principal(1, "ana", "analyst")
 POLICY = DecisionPolicy()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
-    url = request.getfixturevalue(f"{request.param}_url")
-    upgrade(url)
-    engine = make_engine(url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def _record(

@@ -63,17 +63,6 @@ def _malformed(i: int) -> tuple[bytes, str]:
     return kinds[i % len(kinds)]
 
 
-@pytest.fixture(scope="module")
-def bootstrap() -> str:
-    """The broker started by scripts/test.sh; skipped locally without it, a failure in CI."""
-    address = os.environ.get("DISTILLGUARD_KAFKA_BOOTSTRAP")
-    if not address:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide DISTILLGUARD_KAFKA_BOOTSTRAP (scripts/test.sh starts the broker)")
-        pytest.skip("DISTILLGUARD_KAFKA_BOOTSTRAP not set: start deploy/kafka/broker.sh")
-    return address
-
-
 @dataclass
 class Stream:
     """The simulated log in a topic, and its replay as the reference."""
