@@ -203,11 +203,12 @@ class DetectionEngine:
         self.key_counts = KeyCounts()
         # how many accounts used each wrapper key (account index 0 of a KeyCounts: key -> holders)
         self.key_holders = KeyCounts()
-        # young accounts whose few prompts mostly target a capability (early ring candidates)
-        self.young_targeted = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, pr.TARGETED_SHARE: pl.Float64})
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
-        # accounts whose sampled prompts are mostly capability-targeted (ring candidates), any volume
-        self.targeted = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, pr.TARGETED_SHARE: pl.Float64})
+        # every account's sampled prompts and their targeted share, whatever its volume: ring
+        # candidates by their prompts (`_targeted`, `_young_targeted`) are read off it
+        self.prompt_summary = pl.DataFrame(
+            schema={s.ACCOUNT_ID: pl.String, pr.N_PROMPTS: pl.Int64, pr.TARGETED_SHARE: pl.Float64}
+        )
         self.buffer = pl.DataFrame(schema=s.EVENT_SCHEMA)
         self.next_tick: datetime | None = None
         self.last_tick: datetime | None = None
@@ -368,10 +369,8 @@ class DetectionEngine:
             idx = keys.get_column(ACCOUNT_INDEX).to_numpy()
             key = fold_key(keys.get_column(cl.TEMPLATE_KEY).to_numpy())
             # an account's first use of a key makes it one more holder of that key
-            comp = np.unique((idx.astype(np.uint64) << np.uint64(KEY_BITS)) | key)
-            c_idx, c_key = comp >> np.uint64(KEY_BITS), comp & np.uint64((1 << KEY_BITS) - 1)
-            new = self.key_counts.counts_of(c_idx, c_key) == 0
-            self.key_holders.add(np.zeros(int(new.sum()), dtype=np.uint64), c_key[new], np.ones(int(new.sum())))
+            fresh = self.key_counts.unseen(idx, key)
+            self.key_holders.add(np.zeros(fresh.size, dtype=np.uint64), fresh, np.ones(fresh.size, dtype=np.int64))
             self.key_counts.add(idx, key, keys.get_column(cl.KEY_COUNT).to_numpy())
 
     def _template_rows(self, accounts: pl.Series) -> pl.DataFrame:
@@ -391,7 +390,7 @@ class DetectionEngine:
         return rows.select(list(pr.TEMPLATE_COUNTS_SCHEMA))
 
     def _update_template_links(self, active: pl.Series, prompt_features: pl.DataFrame) -> None:
-        """Re-derive the recurring-wrapper links of the tick's active accounts (no one else's changed)."""
+        """Re-derive the active accounts' recurring-wrapper links and prompt summaries (no one else's changed)."""
         index = self.account_index.lookup(active)
         idx, key, n = self.key_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
         rows = pl.DataFrame(
@@ -411,25 +410,30 @@ class DetectionEngine:
         ).collect(engine=POLARS_ENGINE)
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
         self.template_links = pl.concat([self.template_links.filter(~is_active), recurring])
-        self.targeted = pl.concat(
+        self.prompt_summary = pl.concat(
             [
-                self.targeted.filter(~is_active),
-                prompt_features.filter(
-                    (pl.col(pr.N_PROMPTS) >= targeted[0]) & (pl.col(pr.TARGETED_SHARE) >= targeted[1])
-                ).select(s.ACCOUNT_ID, pl.col(pr.TARGETED_SHARE).cast(pl.Float64)),
+                self.prompt_summary.filter(~is_active),
+                prompt_features.select(
+                    s.ACCOUNT_ID, pl.col(pr.N_PROMPTS).cast(pl.Int64), pl.col(pr.TARGETED_SHARE).cast(pl.Float64)
+                ),
             ]
         )
+
+    def _targeted(self) -> pl.DataFrame:
+        """(account_id, targeted_share) of accounts whose prompts mostly target a capability, any volume."""
+        return self.prompt_summary.filter(
+            (pl.col(pr.N_PROMPTS) >= self.config.min_prompts)
+            & (pl.col(pr.TARGETED_SHARE) >= self.config.targeted_candidate_share)
+        ).select(s.ACCOUNT_ID, pr.TARGETED_SHARE)
+
+    def _young_targeted(self) -> pl.DataFrame:
+        """(account_id, targeted_share) of young accounts whose few prompts mostly target a capability."""
         share = pl.col(pr.TARGETED_SHARE).fill_null(0.0)
-        self.young_targeted = pl.concat(
-            [
-                self.young_targeted.filter(~is_active),
-                prompt_features.filter(
-                    (pl.col(pr.N_PROMPTS) <= self.config.early_max_prompts)
-                    & (share >= self.config.targeted_candidate_share)
-                    & ((share * pl.col(pr.N_PROMPTS)).round() >= self.config.early_min_targeted)
-                ).select(s.ACCOUNT_ID, share.cast(pl.Float64)),
-            ]
-        )
+        return self.prompt_summary.filter(
+            (pl.col(pr.N_PROMPTS) <= self.config.early_max_prompts)
+            & (share >= self.config.targeted_candidate_share)
+            & ((share * pl.col(pr.N_PROMPTS)).round() >= self.config.early_min_targeted)
+        ).select(s.ACCOUNT_ID, share.alias(pr.TARGETED_SHARE))
 
     @staticmethod
     def _prompt_features(template_state: pl.LazyFrame) -> pl.LazyFrame:
@@ -534,11 +538,12 @@ class DetectionEngine:
         if self.model is None:
             return [], []
         anomalous = self.scores.filter(pl.col(SCORE) >= self.config.flag_threshold).get_column(s.ACCOUNT_ID)
-        targeted = self.targeted.get_column(s.ACCOUNT_ID)
+        targeted_accounts, young_accounts = self._targeted(), self._young_targeted()
+        targeted = targeted_accounts.get_column(s.ACCOUNT_ID)
         suspicious = (
             pl.concat([anomalous, targeted, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]).unique().sort()
         )
-        young = self.young_targeted.get_column(s.ACCOUNT_ID).sort() if self.config.early_rings else suspicious.clear()
+        young = young_accounts.get_column(s.ACCOUNT_ID).sort() if self.config.early_rings else suspicious.clear()
         on_the_hour = tick.minute == 0 and tick.second == 0
         watched = pl.concat([suspicious, young])
         if not (force or on_the_hour or not watched.equals(self._last_suspicious)):
@@ -574,8 +579,8 @@ class DetectionEngine:
             members.join(self.scores, on=s.ACCOUNT_ID, how="left")
             .join(eligible.select(s.ACCOUNT_ID, v.N_EVENTS, pr.TARGETED_SHARE), on=s.ACCOUNT_ID, how="left")
             # members too new for features (fewer than min_account_events) are judged by their prompts
-            .join(self.targeted.rename({pr.TARGETED_SHARE: "_targeted"}), on=s.ACCOUNT_ID, how="left")
-            .join(self.young_targeted.rename({pr.TARGETED_SHARE: "_young"}), on=s.ACCOUNT_ID, how="left")
+            .join(targeted_accounts.rename({pr.TARGETED_SHARE: "_targeted"}), on=s.ACCOUNT_ID, how="left")
+            .join(young_accounts.rename({pr.TARGETED_SHARE: "_young"}), on=s.ACCOUNT_ID, how="left")
             .with_columns(pl.coalesce(pr.TARGETED_SHARE, "_targeted", "_young").alias(pr.TARGETED_SHARE))
             .drop("_targeted", "_young")
             .with_columns(pl.col(SCORE, pr.TARGETED_SHARE).fill_null(0.0), pl.col(v.N_EVENTS).fill_null(0))

@@ -42,13 +42,37 @@ def ring_id_for(members: list[str]) -> str:
     return "r-" + hashlib.sha1(min(members).encode()).hexdigest()[:10]
 
 
-def _named_members(components: pl.DataFrame) -> pl.DataFrame:
-    """(account_id, ring_id, ring_size) of components (column `_c`), each named after its lowest member."""
+def _no_rings() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Empty (members, evidence) frames."""
+    return (
+        pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, RING_ID: pl.String, RING_SIZE: pl.Int64}),
+        pl.DataFrame(schema={RING_ID: pl.String, DIM: pl.String, VALUE: pl.String, "n_members": pl.Int64}),
+    )
+
+
+def _rings_of(components: pl.DataFrame, *, min_size: int) -> pl.DataFrame:
+    """(account_id, ring_id, ring_size) of the components (`_c`, with each account's `_org`) that hold
+    at least `min_size` independent customers (not one organisation's accounts), each named after
+    its lowest member."""
+    components = components.with_columns(
+        pl.len().over("_c").alias(RING_SIZE), pl.col("_org").n_unique().over("_c").alias("_n_orgs")
+    ).filter(pl.col("_n_orgs") >= min_size)
     ids = components.group_by("_c").agg(pl.col(s.ACCOUNT_ID).min().alias("_min"))
     ids = ids.with_columns(
         pl.col("_min").map_elements(lambda m: ring_id_for([m]), return_dtype=pl.String).alias(RING_ID)
     )
     return components.join(ids, on="_c").select(s.ACCOUNT_ID, RING_ID, pl.col(RING_SIZE).cast(pl.Int64))
+
+
+def _evidence(edges: pl.DataFrame, members: pl.DataFrame, *, min_members: int = 1) -> pl.DataFrame:
+    """(ring_id, dim, value, n_members): the values ring members share, most shared first."""
+    return (
+        edges.join(members, on=s.ACCOUNT_ID)
+        .group_by(RING_ID, DIM, VALUE)
+        .agg(pl.len().cast(pl.Int64).alias("n_members"))
+        .filter(pl.col("n_members") >= min_members)
+        .sort(RING_ID, "n_members", VALUE, descending=[False, True, False])
+    )
 
 
 def candidate_rings(
@@ -70,10 +94,8 @@ def candidate_rings(
     (account_id, ring_id, ring_size) for ring members and (ring_id, dim, value, n_members) —
     the shared values that tie each ring together, its evidence.
     """
-    empty_members = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, RING_ID: pl.String, RING_SIZE: pl.Int64})
-    empty_evidence = pl.DataFrame(schema={RING_ID: pl.String, DIM: pl.String, VALUE: pl.String, "n_members": pl.Int64})
     if suspicious.len() < min_size:
-        return empty_members, empty_evidence
+        return _no_rings()
     sus = pl.DataFrame({s.ACCOUNT_ID: suspicious.unique()}).with_columns(pl.lit(True).alias("_sus"))
     # accounts of one declared organisation are one customer: values only they share (their own
     # network, client, benchmark prompts) tie no independent accounts together
@@ -114,7 +136,7 @@ def candidate_rings(
     linking = popularity.filter(pl.col("_n_sus") / pl.col("_n_all") >= min_suspicious_share)
     edges = held.join(linking.select(DIM, VALUE), on=[DIM, VALUE])
     if edges.height == 0:
-        return empty_members, empty_evidence
+        return _no_rings()
     accounts = edges.get_column(s.ACCOUNT_ID).unique().sort()
     values = edges.select(DIM, VALUE).unique().sort(DIM, VALUE).with_row_index("_v")
     a_index = pl.DataFrame({s.ACCOUNT_ID: accounts}).with_row_index("_a")
@@ -133,22 +155,12 @@ def candidate_rings(
         .join(degree, on=s.ACCOUNT_ID)
         .filter(pl.col("_deg") >= min_degree)
     )
-    # a ring is at least `min_size` independent customers, not one organisation's accounts
-    sized = (
-        comp.join(held.select(s.ACCOUNT_ID, "_org").unique(s.ACCOUNT_ID), on=s.ACCOUNT_ID)
-        .with_columns(pl.len().over("_c").alias(RING_SIZE), pl.col("_org").n_unique().over("_c").alias("_n_orgs"))
-        .filter(pl.col("_n_orgs") >= min_size)
+    members = _rings_of(
+        comp.join(held.select(s.ACCOUNT_ID, "_org").unique(s.ACCOUNT_ID), on=s.ACCOUNT_ID), min_size=min_size
     )
-    if sized.height == 0:
-        return empty_members, empty_evidence
-    members = _named_members(sized)
-    evidence = (
-        e.join(members, on=s.ACCOUNT_ID)
-        .group_by(RING_ID, DIM, VALUE)
-        .agg(pl.len().cast(pl.Int64).alias("n_members"))
-        .sort(RING_ID, "n_members", VALUE, descending=[False, True, False])
-    )
-    return members, evidence
+    if members.height == 0:
+        return _no_rings()
+    return members, _evidence(e, members)
 
 
 def pairwise_rings(
@@ -173,8 +185,6 @@ def pairwise_rings(
     Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
     `candidate_rings`.
     """
-    empty_members = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, RING_ID: pl.String, RING_SIZE: pl.Int64})
-    empty_evidence = pl.DataFrame(schema={RING_ID: pl.String, DIM: pl.String, VALUE: pl.String, "n_members": pl.Int64})
     keys = keys.select(s.ACCOUNT_ID, VALUE).unique()
     held = (
         keys.group_by(VALUE)
@@ -184,7 +194,7 @@ def pairwise_rings(
     )
     edges = keys.join(held.select(VALUE), on=VALUE)
     if edges.height == 0:
-        return empty_members, empty_evidence
+        return _no_rings()
     a_index = edges.select(s.ACCOUNT_ID).unique().sort(s.ACCOUNT_ID).with_row_index("_a")
     v_index = edges.select(VALUE).unique().sort(VALUE).with_row_index("_v")
     e = edges.join(a_index, on=s.ACCOUNT_ID).join(v_index, on=VALUE)
@@ -196,7 +206,7 @@ def pairwise_rings(
     shared = (incidence @ incidence.T).tocoo()
     pair = (shared.row < shared.col) & (shared.data >= min_shared)
     if not pair.any():
-        return empty_members, empty_evidence
+        return _no_rings()
     graph = coo_matrix((np.ones(int(pair.sum())), (shared.row[pair], shared.col[pair])), shape=(n_a, n_a))
     _, labels = connected_components(graph, directed=False)
     linked = np.zeros(n_a, dtype=bool)
@@ -207,21 +217,11 @@ def pairwise_rings(
         .filter("_linked")
         .join(orgs.select(s.ACCOUNT_ID, pl.col(VALUE).alias("_org")), on=s.ACCOUNT_ID, how="left")
         .with_columns(pl.coalesce("_org", s.ACCOUNT_ID).alias("_org"))
-        .with_columns(pl.len().over("_c").alias(RING_SIZE), pl.col("_org").n_unique().over("_c").alias("_n_orgs"))
-        .filter(pl.col("_n_orgs") >= min_size)
     )
-    if comp.height == 0:
-        return empty_members, empty_evidence
-    members = _named_members(comp)
-    evidence = (
-        e.join(members, on=s.ACCOUNT_ID)
-        .group_by(RING_ID, VALUE)
-        .agg(pl.len().cast(pl.Int64).alias("n_members"))
-        .filter(pl.col("n_members") >= 2)
-        .select(RING_ID, pl.lit(TEMPLATE).alias(DIM), VALUE, "n_members")
-        .sort(RING_ID, "n_members", VALUE, descending=[False, True, False])
-    )
-    return members, evidence
+    members = _rings_of(comp, min_size=min_size)
+    if members.height == 0:
+        return _no_rings()
+    return members, _evidence(e.with_columns(pl.lit(TEMPLATE).alias(DIM)), members, min_members=2)
 
 
 def describe_evidence(evidence: pl.DataFrame, ring_id: str, *, top: int = 3) -> list[str]:

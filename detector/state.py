@@ -85,11 +85,6 @@ class KeyCounts:
         """Rows held: a (account, key) pair may sit in more than one run until the runs merge."""
         return sum(keys.size for keys, _ in self._runs)
 
-    @property
-    def nbytes(self) -> int:
-        """Memory held by the runs."""
-        return sum(keys.nbytes + counts.nbytes for keys, counts in self._runs)
-
     def add(self, idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> None:
         """Add counts `n` of `key` (< 2**KEY_BITS, see `fold_key`) for accounts `idx` (arrays of one length)."""
         if idx.size == 0:
@@ -115,6 +110,12 @@ class KeyCounts:
             return empty, empty, np.zeros(0, dtype=np.int64)
         comp, n = _reduce(np.concatenate(comps), np.concatenate(counts))
         return comp >> _SHIFT, comp & _KEY_MASK, n
+
+    def unseen(self, idx: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """The distinct keys of the (account index, key) pairs not counted yet: one per new pair."""
+        comp = np.unique((idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK))
+        new = self.counts_of(comp >> _SHIFT, comp & _KEY_MASK) == 0
+        return comp[new] & _KEY_MASK
 
     def counts_of(self, idx: np.ndarray, key: np.ndarray) -> np.ndarray:
         """Count of each exact (account index, key) pair, summed over runs (0 when absent)."""

@@ -15,11 +15,6 @@ from features.volume import DIM, VALUE
 
 TEMPLATE_KEY = "template_key"
 KEY_COUNT = "key_n"
-TEMPLATE_KEY_STATE_SCHEMA: dict[str, pl.DataType] = {
-    s.ACCOUNT_ID: pl.String(),
-    TEMPLATE_KEY: pl.UInt64(),
-    KEY_COUNT: pl.Int64(),
-}
 SAMPLE_RANK = "_sample_rank"
 # link dimensions of prompt wrappers: a key the account reuses, and a key a targeted account used once
 TEMPLATE = "template"
@@ -53,11 +48,6 @@ def template_key_counts(fingerprinted: pl.LazyFrame) -> pl.LazyFrame:
         .group_by(s.ACCOUNT_ID, TEMPLATE_KEY)
         .agg(pl.len().cast(pl.Int64).alias(KEY_COUNT))
     )
-
-
-def merge_template_key_counts(state: pl.LazyFrame, partials: pl.LazyFrame) -> pl.LazyFrame:
-    """Sum-merge key counts (exact in any batch split)."""
-    return pl.concat([state, partials]).group_by(s.ACCOUNT_ID, TEMPLATE_KEY).agg(pl.col(KEY_COUNT).sum())
 
 
 def recurring_template_links(
@@ -102,8 +92,3 @@ def recurring_template_links(
         .filter(keep)
         .select(s.ACCOUNT_ID, dim.alias(DIM), pl.col(TEMPLATE_KEY).cast(pl.String).alias(VALUE))
     )
-
-
-def empty_template_key_state() -> pl.LazyFrame:
-    """Key-count state before any event."""
-    return pl.LazyFrame(schema=TEMPLATE_KEY_STATE_SCHEMA)

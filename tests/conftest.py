@@ -32,26 +32,26 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+def _service(variable: str, what: str, script: str) -> str:
+    """A service scripts/test.sh started (its address in `variable`); skipped locally without it, a failure in CI."""
+    value = os.environ.get(variable)
+    if not value:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {variable} (scripts/test.sh starts {what})")
+        pytest.skip(f"{variable} not set: start {script}")
+    return value
+
+
 @pytest.fixture(scope="session")
 def bootstrap() -> str:
-    """The Kafka broker started by scripts/test.sh; skipped locally without it, a failure in CI."""
-    address = os.environ.get("DISTILLGUARD_KAFKA_BOOTSTRAP")
-    if not address:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide DISTILLGUARD_KAFKA_BOOTSTRAP (scripts/test.sh starts the broker)")
-        pytest.skip("DISTILLGUARD_KAFKA_BOOTSTRAP not set: start deploy/kafka/broker.sh")
-    return address
+    """The Kafka broker's bootstrap address."""
+    return _service("DISTILLGUARD_KAFKA_BOOTSTRAP", "the broker", "deploy/kafka/broker.sh")
 
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
-    """The test PostgreSQL server (deploy/postgres/pg.sh), or skip where it is not running."""
-    url = os.environ.get("DISTILLGUARD_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide DISTILLGUARD_TEST_POSTGRES_URL (scripts/test.sh starts PostgreSQL)")
-        pytest.skip("DISTILLGUARD_TEST_POSTGRES_URL not set: start deploy/postgres/pg.sh")
-    return url
+    """The test PostgreSQL server's URL."""
+    return _service("DISTILLGUARD_TEST_POSTGRES_URL", "PostgreSQL", "deploy/postgres/pg.sh")
 
 
 @pytest.fixture
