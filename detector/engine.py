@@ -54,6 +54,9 @@ MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
 
 # a template-count key: the template id's top bits, then the capability's code in the low bits
 _CODE = "capability_code"
+_KEY = "_key"
+# the tick an event is processed at, while several ticks' events are prepared in one pass
+_TICK = "_tick"
 _CODE_BITS = 3
 _CAPABILITY_CODES = pl.DataFrame(
     {pr.CAPABILITY: list(pr.CAPABILITIES), _CODE: pl.Series(range(len(pr.CAPABILITIES)), dtype=pl.UInt64)}
@@ -109,6 +112,17 @@ class DetectorConfig:
     dedupe_horizon: timedelta = timedelta(hours=24)
     random_state: int = 42
     model_path: Path | None = None
+
+
+@dataclass
+class _TickInput:
+    """One tick's events and the partials reduced from them (see DetectionEngine._prepare)."""
+
+    events: pl.DataFrame
+    volume: pl.DataFrame
+    distinct: pl.DataFrame
+    templates: pl.DataFrame | None
+    keys: pl.DataFrame | None
 
 
 @dataclass
@@ -243,15 +257,7 @@ class DetectionEngine:
             self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)  # type: ignore[type-var]
         if self.last_ts is None:
             return []
-        if self.next_tick is None:
-            self.next_tick = self._next_tick()
-        if watermark is None:
-            watermark = self.last_ts
-        outcomes = []
-        while self.next_tick is not None and self.next_tick <= watermark:
-            outcomes.append(self._run_tick(self.next_tick))
-            self.next_tick = self._next_tick()
-        return outcomes
+        return self._run_due(self.last_ts if watermark is None else watermark)
 
     def add_account_events(self, accounts: pl.DataFrame) -> None:
         """Enrich the linking state with account metadata (payment instrument, signup network, e-mail)."""
@@ -271,9 +277,7 @@ class DetectionEngine:
 
     def flush(self) -> list[TickOutcome]:
         """End of stream: run the ticks that close the remaining buffered events."""
-        outcomes = []
-        while (tick := self._next_tick()) is not None:
-            outcomes.append(self._run_tick(tick))
+        outcomes = self._run_due(None)
         self.next_tick = None
         return outcomes
 
@@ -288,23 +292,81 @@ class DetectionEngine:
         # late events (before the last tick) are taken at the next tick, never at a past one
         return boundary if self.last_tick is None else max(boundary, self.last_tick + self._step)
 
-    # --- one tick ---
-    def _run_tick(self, tick: datetime) -> TickOutcome:
-        self.last_tick = tick
-        due = self.buffer.filter(pl.col(s.TS) < tick).sort(s.TS, s.EVENT_ID)
-        self.buffer = self.buffer.filter(pl.col(s.TS) >= tick)
-        self.seen_ids = self.seen_ids.filter(pl.col(s.TS) >= tick - self.config.dedupe_horizon)
-        if due.height == 0:
-            return TickOutcome(tick=tick, n_events=0, changed=[], rings=[])
+    def _run_due(self, watermark: datetime | None) -> list[TickOutcome]:
+        """Run every tick up to `watermark` (all buffered events when None), in event-time order.
+
+        Each buffered event belongs to the first tick boundary after it, or to the next tick to
+        run if that boundary has passed (a late event). The work that depends on the events alone
+        (prompt sampling and fingerprints) is done for all those ticks in one pass; the state is
+        then updated tick by tick exactly as if the ticks had come one at a time.
+        """
+        first = self._next_tick()
+        if first is None or (watermark is not None and first > watermark):
+            self.next_tick = first
+            return []
+        boundary = pl.col(s.TS).dt.truncate(self.config.every) + self._step
+        tagged = self.buffer.with_columns(
+            pl.when(boundary < first).then(pl.lit(first, dtype=s.TS_DTYPE)).otherwise(boundary).alias(_TICK)
+        )
+        is_due = pl.lit(True) if watermark is None else pl.col(_TICK) <= watermark
+        due = tagged.filter(is_due).sort(_TICK, s.TS, s.EVENT_ID)
+        self.buffer = tagged.filter(~is_due).drop(_TICK)
+        outcomes = [self._run_tick(tick, part) for tick, part in self._prepare(due).items()]
+        self.next_tick = self._next_tick()
+        return outcomes
+
+    def _prepare(self, due: pl.DataFrame) -> dict[datetime, _TickInput]:
+        """Reduce several ticks' events (tagged with _TICK) to per-tick partials in one pass.
+
+        Volume partials, distinct values, and the template and wrapper-key counts of a per-account
+        sample of each tick's prompts, exactly as each tick alone would give them.
+        """
         lf = due.lazy()
+        by = [s.ACCOUNT_ID, _TICK]
+        accounts = due.get_column(s.ACCOUNT_ID).unique().implode()
+        last_seen = self.volume_state.lazy().filter(pl.col(s.ACCOUNT_ID).is_in(accounts))
+        volume = v.volume_partials(lf, last_seen, every=self.config.every, group_by=_TICK)
+        distinct = v.distinct_partials(lf, group_by=_TICK)
+        fp = pr.prompt_fingerprints(
+            cl.prompt_sample(lf, per_account=self.config.prompt_sample_per_tick, group_by=by),
+            keys=True,
+            wrapper_keys_only=True,
+        )
+        templates = pr.template_counts(fp, group_by=by).join(_CAPABILITY_CODES.lazy(), on=pr.CAPABILITY)
+        keys = cl.template_key_counts(fp, group_by=by)
+        volume_df, distinct_df, templates_df, keys_df = pl.collect_all(
+            [volume, distinct, templates, keys], engine=POLARS_ENGINE
+        )
+        # a template-count key: the template id's top bits, then the capability's code in the low bits
+        tid = fold_key(templates_df.get_column(pr.TEMPLATE_ID).to_numpy())
+        code = templates_df.get_column(_CODE).to_numpy().astype(np.uint64)
+        templates_df = templates_df.select(
+            *by, pl.Series(_KEY, (tid >> np.uint64(_CODE_BITS) << np.uint64(_CODE_BITS)) | code), pr.N
+        )
+        keys_df = keys_df.select(
+            *by, pl.Series(_KEY, fold_key(keys_df.get_column(cl.TEMPLATE_KEY).to_numpy())), cl.KEY_COUNT
+        )
+
+        def per_tick(df: pl.DataFrame) -> dict[datetime, pl.DataFrame]:
+            return {k: part.drop(_TICK) for (k,), part in df.partition_by(_TICK, as_dict=True).items()}
+
+        parts = [per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df)]
+        return {
+            tick: _TickInput(events.drop(_TICK), *(p.get(tick) for p in parts))  # type: ignore[arg-type]
+            for (tick,), events in due.partition_by(_TICK, as_dict=True, maintain_order=True).items()
+        }
+
+    # --- one tick ---
+    def _run_tick(self, tick: datetime, part: _TickInput) -> TickOutcome:
+        """Update the state with one tick's partials, score, link and flag."""
+        self.last_tick = tick
+        self.seen_ids = self.seen_ids.filter(pl.col(s.TS) >= tick - self.config.dedupe_horizon)
+        due = part.events
         active = due.get_column(s.ACCOUNT_ID).unique()
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
-        partials = v.volume_partials(lf, self.volume_state.lazy().filter(is_active), every=self.config.every)
-        self.volume_state = _merge_touched(
-            self.volume_state, partials.collect(engine=POLARS_ENGINE), v.merge_volume_state
-        )
-        self._add_distinct(v.distinct_partials(lf).collect(engine=POLARS_ENGINE))
-        self._update_prompt_state(lf)
+        self.volume_state = _merge_touched(self.volume_state, part.volume, v.merge_volume_state)
+        self._add_distinct(part.distinct)
+        self._update_prompt_state(part.templates, part.keys)
         # only active accounts' features can have changed: finalise just those
         prompt_features = self._prompt_features(self._template_rows(active).lazy()).collect(engine=POLARS_ENGINE)
         self._update_template_links(active, prompt_features)
@@ -346,28 +408,22 @@ class DetectionEngine:
         if self.distinct_state.n_chunks() > 64:
             self.distinct_state = self.distinct_state.rechunk()
 
-    def _update_prompt_state(self, due: pl.LazyFrame) -> None:
-        """Fingerprint a per-account sample of the tick's prompts; merge template and key counts."""
-        fp = pr.prompt_fingerprints(
-            cl.prompt_sample(due, per_account=self.config.prompt_sample_per_tick), keys=True, wrapper_keys_only=True
-        ).collect(engine=POLARS_ENGINE)
-        templates = pr.template_counts(fp.lazy()).collect(engine=POLARS_ENGINE)
-        if templates.height:
-            templates = templates.join(
-                self.account_index.lookup(templates.get_column(s.ACCOUNT_ID)), on=s.ACCOUNT_ID
-            ).join(_CAPABILITY_CODES, on=pr.CAPABILITY)
-            tid = fold_key(templates.get_column(pr.TEMPLATE_ID).to_numpy())
-            code = templates.get_column(_CODE).to_numpy().astype(np.uint64)
-            self.template_counts.add(
-                templates.get_column(ACCOUNT_INDEX).to_numpy(),
-                (tid >> np.uint64(_CODE_BITS) << np.uint64(_CODE_BITS)) | code,
-                templates.get_column(pr.N).to_numpy(),
-            )
-        keys = cl.template_key_counts(fp.lazy()).collect(engine=POLARS_ENGINE)
-        if keys.height:
-            keys = keys.join(self.account_index.lookup(keys.get_column(s.ACCOUNT_ID)), on=s.ACCOUNT_ID)
+    def _update_prompt_state(self, templates: pl.DataFrame | None, keys: pl.DataFrame | None) -> None:
+        """Merge a tick's template and wrapper-key count partials (see `_prompt_partials`)."""
+        if templates is None or templates.height == 0:
+            return
+        # accounts get their dense index tick by tick, in the same order whatever the batching
+        index = self.account_index.lookup(templates.get_column(s.ACCOUNT_ID))
+        templates = templates.join(index, on=s.ACCOUNT_ID)
+        self.template_counts.add(
+            templates.get_column(ACCOUNT_INDEX).to_numpy(),
+            templates.get_column(_KEY).to_numpy(),
+            templates.get_column(pr.N).to_numpy(),
+        )
+        if keys is not None and keys.height:
+            keys = keys.join(index, on=s.ACCOUNT_ID)
             idx = keys.get_column(ACCOUNT_INDEX).to_numpy()
-            key = fold_key(keys.get_column(cl.TEMPLATE_KEY).to_numpy())
+            key = keys.get_column(_KEY).to_numpy()
             # an account's first use of a key makes it one more holder of that key
             fresh = self.key_counts.unseen(idx, key)
             self.key_holders.add(np.zeros(fresh.size, dtype=np.uint64), fresh, np.ones(fresh.size, dtype=np.int64))

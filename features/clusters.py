@@ -7,6 +7,8 @@ e-mail shapes; this module adds behaviour: the prompt wrappers an account keeps 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 from core import schema as s
@@ -21,31 +23,38 @@ TEMPLATE = "template"
 TEMPLATE_ONCE = "template_once"
 
 
-def prompt_sample(events: pl.LazyFrame, *, per_account: int) -> pl.LazyFrame:
-    """At most `per_account` distinct prompts per account, chosen by a hash of event_id.
+def prompt_sample(
+    events: pl.LazyFrame, *, per_account: int, group_by: str | Sequence[str] = s.ACCOUNT_ID
+) -> pl.LazyFrame:
+    """At most `per_account` distinct prompts per `group_by` group, chosen by a hash of event_id.
 
     Fingerprinting every prompt of a heavy account adds nothing its first few prompts of a tick
     do not already say; the hash makes the choice a function of the events alone, so any batch
-    split samples the same events.
+    split samples the same events. `group_by` is the account, or (account, tick) to sample
+    several ticks' events in one pass exactly as tick by tick.
     """
+    by = [group_by] if isinstance(group_by, str) else list(group_by)
     h = pl.col(s.EVENT_ID).hash(seed=17)
     return (
         events.filter(pl.col(s.PROMPT).is_not_null())
         # the same text sent again (retries, pass@k runs of one question) is one prompt, not a template
-        .filter(h == h.min().over(s.ACCOUNT_ID, s.PROMPT))
-        .with_columns(h.rank("ordinal").over(s.ACCOUNT_ID).alias(SAMPLE_RANK))
+        .filter(h == h.min().over(*by, s.PROMPT))
+        .with_columns(h.rank("ordinal").over(*by).alias(SAMPLE_RANK))
         .filter(pl.col(SAMPLE_RANK) <= per_account)
         .drop(SAMPLE_RANK)
     )
 
 
-def template_key_counts(fingerprinted: pl.LazyFrame) -> pl.LazyFrame:
-    """Partials: (account_id, template_key, count) from events carrying TEMPLATE_KEYS."""
+def template_key_counts(
+    fingerprinted: pl.LazyFrame, *, group_by: str | Sequence[str] = s.ACCOUNT_ID
+) -> pl.LazyFrame:
+    """Partials: (group_by..., template_key, count) from events carrying TEMPLATE_KEYS."""
+    by = [group_by] if isinstance(group_by, str) else list(group_by)
     return (
-        fingerprinted.select(s.ACCOUNT_ID, pl.col(TEMPLATE_KEYS).alias(TEMPLATE_KEY))
+        fingerprinted.select(*by, pl.col(TEMPLATE_KEYS).alias(TEMPLATE_KEY))
         .explode(TEMPLATE_KEY)
         .drop_nulls(TEMPLATE_KEY)
-        .group_by(s.ACCOUNT_ID, TEMPLATE_KEY)
+        .group_by(*by, TEMPLATE_KEY)
         .agg(pl.len().cast(pl.Int64).alias(KEY_COUNT))
     )
 

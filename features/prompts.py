@@ -51,6 +51,8 @@ Streaming contract (exact merge across batches):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import polars as pl
 
@@ -394,14 +396,14 @@ def prompt_fingerprints(
     return out.join(distinct, on=prompt_col, how="left", maintain_order="left")
 
 
-def template_counts(lf: pl.LazyFrame, *, group_by: str = s.ACCOUNT_ID) -> pl.LazyFrame:
-    """Partials: events -> (group_by, TEMPLATE_ID, CAPABILITY, N). Sum-mergeable across batches."""
+def template_counts(lf: pl.LazyFrame, *, group_by: str | Sequence[str] = s.ACCOUNT_ID) -> pl.LazyFrame:
+    """Partials: events -> (group_by..., TEMPLATE_ID, CAPABILITY, N). Sum-mergeable across batches."""
     names = lf.collect_schema().names()
     if TEMPLATE_ID not in names or CAPABILITY not in names:
         lf = lf.pipe(prompt_fingerprints)
     return (
         lf.filter(pl.col(TEMPLATE_ID).is_not_null())
-        .group_by(group_by, TEMPLATE_ID, CAPABILITY)
+        .group_by(*([group_by] if isinstance(group_by, str) else group_by), TEMPLATE_ID, CAPABILITY)
         .agg(pl.len().cast(pl.Int64()).alias(N))
     )
 

@@ -106,29 +106,48 @@ def ip_prefix(ip: pl.Expr) -> pl.Expr:
     return pl.when(ip.str.contains(":")).then(v6).otherwise(v4)
 
 
-def volume_partials(events: pl.LazyFrame, last_seen: pl.LazyFrame, *, every: str) -> pl.LazyFrame:
+def volume_partials(
+    events: pl.LazyFrame, last_seen: pl.LazyFrame, *, every: str, group_by: str | None = None
+) -> pl.LazyFrame:
     """Reduce one tick's events to per-account partial aggregates.
 
     `last_seen` (account_id, last_ts) carries each account's previous event time, so the first
-    inter-arrival gap of the tick is measured from the previous tick's last event.
+    inter-arrival gap of the tick is measured from the previous tick's last event. With
+    `group_by` (a tick column), several ticks' events are reduced in one pass to per (account,
+    tick) partials equal to what each tick alone would give, its first gap measured from the
+    account's latest event of the earlier ticks.
     """
-    ev = events.select(s.ACCOUNT_ID, s.TS, s.STATUS, s.PROMPT_TOKENS, s.COMPLETION_TOKENS).sort(s.ACCOUNT_ID, s.TS)
+    by = [s.ACCOUNT_ID] if group_by is None else [s.ACCOUNT_ID, group_by]
+    ev = (
+        events.select(*by, s.TS, s.STATUS, s.PROMPT_TOKENS, s.COMPLETION_TOKENS)
+        .sort(*by, s.TS)
+        .with_columns(pl.col(s.TS).shift(1).over(by).alias("_prev_in_tick"))
+    )
     prev = last_seen.select(s.ACCOUNT_ID, pl.col(LAST_TS).alias("_prev_ts"))
-    gaps = (
-        ev.with_columns(pl.col(s.TS).shift(1).over(s.ACCOUNT_ID).alias("_prev_in_tick"))
-        .join(prev, on=s.ACCOUNT_ID, how="left")
-        .with_columns(
-            ((pl.col(s.TS) - pl.coalesce("_prev_in_tick", "_prev_ts")).dt.total_milliseconds() // 100).alias("_gap")
+    if group_by is not None:
+        # the latest event before each tick: the state's, or one of an earlier tick of this pass
+        earlier = (
+            ev.group_by(by)
+            .agg(pl.col(s.TS).max().alias("_tick_max"))
+            .sort(by)
+            .with_columns(pl.col("_tick_max").cum_max().shift(1).over(s.ACCOUNT_ID).alias("_earlier"))
+            .join(prev, on=s.ACCOUNT_ID, how="left")
+            .select(*by, pl.max_horizontal("_prev_ts", "_earlier").alias("_prev_ts"))
         )
+        ev = ev.join(earlier, on=by, how="left")
+    else:
+        ev = ev.join(prev, on=s.ACCOUNT_ID, how="left")
+    gaps = ev.with_columns(
+        ((pl.col(s.TS) - pl.coalesce("_prev_in_tick", "_prev_ts")).dt.total_milliseconds() // 100).alias("_gap")
     )
     buckets = (
-        ev.group_by(s.ACCOUNT_ID, pl.col(s.TS).dt.truncate(every).alias("_bucket"))
+        ev.group_by(*by, pl.col(s.TS).dt.truncate(every).alias("_bucket"))
         .agg(pl.len().alias("_n"))
-        .group_by(s.ACCOUNT_ID)
+        .group_by(by)
         .agg(pl.len().cast(pl.Int64).alias(ACTIVE_BUCKETS), pl.col("_n").max().cast(pl.Int64).alias(PEAK_BUCKET_EVENTS))
     )
     hour = pl.col(s.TS).dt.hour()
-    per_account = gaps.group_by(s.ACCOUNT_ID).agg(
+    per_account = gaps.group_by(by).agg(
         pl.len().cast(pl.Int64).alias(N_EVENTS),
         (pl.col(s.STATUS) >= 400).sum().cast(pl.Int64).alias(N_ERRORS),
         (pl.col(s.STATUS) == 429).sum().cast(pl.Int64).alias(N_THROTTLED),
@@ -141,16 +160,20 @@ def volume_partials(events: pl.LazyFrame, last_seen: pl.LazyFrame, *, every: str
         pl.col(s.TS).max().alias(LAST_TS),
         *[(hour == h).sum().cast(pl.Int64).alias(c) for h, c in enumerate(HOUR_COLS)],
     )
-    return per_account.join(buckets, on=s.ACCOUNT_ID, how="left").select(
-        pl.col(c).cast(dt) for c, dt in VOLUME_STATE_SCHEMA.items()
+    return per_account.join(buckets, on=by, how="left").select(
+        *by[1:], *(pl.col(c).cast(dt) for c, dt in VOLUME_STATE_SCHEMA.items())
     )
 
 
-def distinct_partials(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Distinct (account, dimension, value) triples seen in a tick (IPs, /24s, agents, models, endpoints)."""
+def distinct_partials(events: pl.LazyFrame, *, group_by: str | None = None) -> pl.LazyFrame:
+    """Distinct (account, dimension, value) triples seen in a tick (IPs, /24s, agents, models, endpoints).
+
+    With `group_by` (a tick column), several ticks at once: distinct per (account, tick).
+    """
+    by = [s.ACCOUNT_ID] if group_by is None else [group_by, s.ACCOUNT_ID]
     ev = events.with_columns(ip_prefix(pl.col(s.IP)).alias(IP_PREFIX))
     parts = [
-        ev.select(s.ACCOUNT_ID, pl.lit(d).alias(DIM), pl.col(d).cast(pl.String).alias(VALUE)).drop_nulls(VALUE).unique()
+        ev.select(*by, pl.lit(d).alias(DIM), pl.col(d).cast(pl.String).alias(VALUE)).drop_nulls(VALUE).unique()
         for d in DISTINCT_DIMS
     ]
     return pl.concat(parts)
