@@ -187,6 +187,11 @@ def _early_reason(targeted_share: float, baseline: float) -> dict[str, Any]:
     }
 
 
+def _compact(df: pl.DataFrame, *, max_chunks: int = 8) -> pl.DataFrame:
+    """Rechunk state that grows by a chunk a tick: joins and gathers over hundreds of chunks crawl."""
+    return df.rechunk() if df.n_chunks() > max_chunks else df
+
+
 def _merge_touched(
     state: pl.DataFrame, partials: pl.DataFrame, merge: Callable[[pl.LazyFrame, pl.LazyFrame], pl.LazyFrame]
 ) -> pl.DataFrame:
@@ -199,7 +204,7 @@ def _merge_touched(
         return state
     touched = pl.col(s.ACCOUNT_ID).is_in(partials.get_column(s.ACCOUNT_ID).unique().implode())
     merged = merge(state.lazy().filter(touched), partials.lazy().select(state.columns)).collect(engine=POLARS_ENGINE)
-    return pl.concat([state.filter(~touched), merged.select(state.columns)])
+    return _compact(pl.concat([state.filter(~touched), merged.select(state.columns)]))
 
 
 class DetectionEngine:
@@ -272,7 +277,7 @@ class DetectionEngine:
         if self.seen_ids.height:
             events = events.join(self.seen_ids, on=s.EVENT_ID, how="anti")
         self.duplicates += n - events.height
-        self.seen_ids = pl.concat([self.seen_ids, events.select(s.EVENT_ID, s.TS)])
+        self.seen_ids = _compact(pl.concat([self.seen_ids, events.select(s.EVENT_ID, s.TS)]))
         return events
 
     def flush(self) -> list[TickOutcome]:
@@ -382,7 +387,7 @@ class DetectionEngine:
             .collect(engine=POLARS_ENGINE)
         )
         base = self.features if self.features is not None else fresh.clear()
-        self.features = pl.concat([base.filter(~is_active), fresh])
+        self.features = _compact(pl.concat([base.filter(~is_active), fresh]))
         refitted = self._maybe_fit(tick)
         if refitted and self.model is not None:
             # the model scored the whole population it was fitted on: reuse those scores
@@ -404,9 +409,7 @@ class DetectionEngine:
         touched = partials.select(s.ACCOUNT_ID).unique()
         known = self.distinct_state.join(touched, on=s.ACCOUNT_ID, how="semi")
         new = partials.join(known, on=list(v.DISTINCT_STATE_SCHEMA), how="anti")
-        self.distinct_state = pl.concat([self.distinct_state, new], rechunk=False)
-        if self.distinct_state.n_chunks() > 64:
-            self.distinct_state = self.distinct_state.rechunk()
+        self.distinct_state = _compact(pl.concat([self.distinct_state, new], rechunk=False))
 
     def _update_prompt_state(self, templates: pl.DataFrame | None, keys: pl.DataFrame | None) -> None:
         """Merge a tick's template and wrapper-key count partials (see `_prompt_partials`)."""
@@ -465,14 +468,16 @@ class DetectionEngine:
             targeted=targeted if self.config.link_keys_used_once else None,
         ).collect(engine=POLARS_ENGINE)
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
-        self.template_links = pl.concat([self.template_links.filter(~is_active), recurring])
-        self.prompt_summary = pl.concat(
-            [
-                self.prompt_summary.filter(~is_active),
-                prompt_features.select(
-                    s.ACCOUNT_ID, pl.col(pr.N_PROMPTS).cast(pl.Int64), pl.col(pr.TARGETED_SHARE).cast(pl.Float64)
-                ),
-            ]
+        self.template_links = _compact(pl.concat([self.template_links.filter(~is_active), recurring]))
+        self.prompt_summary = _compact(
+            pl.concat(
+                [
+                    self.prompt_summary.filter(~is_active),
+                    prompt_features.select(
+                        s.ACCOUNT_ID, pl.col(pr.N_PROMPTS).cast(pl.Int64), pl.col(pr.TARGETED_SHARE).cast(pl.Float64)
+                    ),
+                ]
+            )
         )
 
     def _targeted(self) -> pl.DataFrame:
@@ -534,11 +539,13 @@ class DetectionEngine:
         if scores is None:
             scores = self.model.decision_function(X)
         ids = rows.get_column(s.ACCOUNT_ID)
-        self.scores = pl.concat(
-            [
-                self.scores.filter(~pl.col(s.ACCOUNT_ID).is_in(ids.implode())),
-                pl.DataFrame({s.ACCOUNT_ID: ids, SCORE: scores}),
-            ]
+        self.scores = _compact(
+            pl.concat(
+                [
+                    self.scores.filter(~pl.col(s.ACCOUNT_ID).is_in(ids.implode())),
+                    pl.DataFrame({s.ACCOUNT_ID: ids, SCORE: scores}),
+                ]
+            )
         )
         id_list = ids.to_list()
         n_events = rows.get_column(v.N_EVENTS).to_numpy()

@@ -40,7 +40,8 @@ class AccountIndex:
             added = new.with_columns(
                 (pl.int_range(new.height, dtype=pl.UInt64) + self._ids.height).alias(ACCOUNT_INDEX)
             )
-            self._ids = pl.concat([self._ids, added])
+            # one chunk: gathers (ids_of) on a frame of hundreds of appended chunks are ~25x slower
+            self._ids = pl.concat([self._ids, added], rechunk=True)
             found = wanted.join(self._ids, on=s.ACCOUNT_ID, how="left", maintain_order="left")
         return found
 
