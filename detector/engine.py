@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,7 @@ class Ring:
 
 @dataclass
 class TickOutcome:
-    """What one tick changed: accounts newly flagged or re-scored, rings touched."""
+    """What one tick changed: accounts newly flagged or re-scored (copies as of the tick), rings touched."""
 
     tick: datetime
     n_events: int
@@ -401,7 +401,12 @@ class DetectionEngine:
                 touched[m] = self.flags[m]
         dissolved, self._dissolved = self._dissolved, []
         return TickOutcome(
-            tick=tick, n_events=due.height, changed=list(touched.values()), rings=rings, dissolved=dissolved
+            tick=tick,
+            n_events=due.height,
+            # as they stand at this tick: a call that runs several ticks mutates the flags again
+            changed=[replace(f) for f in touched.values()],
+            rings=rings,
+            dissolved=dissolved,
         )
 
     def _add_distinct(self, partials: pl.DataFrame) -> None:
