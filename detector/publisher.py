@@ -12,7 +12,7 @@ publishes what its flags decide; the API publishes analysts' overrides through t
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ import orjson
 
 from core.schema import ACTIONS
 from core.settings import Settings
-from detector.engine import Flag
+from detector.engine import Flag, TickOutcome
 
 log = logging.getLogger(__name__)
 
@@ -219,4 +219,17 @@ def changed_decisions(
         if published.get(account_id) != flag.action:
             out.append(decision_for(flag, decided_at=decided_at))
             published[account_id] = flag.action
+    return out
+
+
+def tick_decisions(outcomes: Iterable[TickOutcome], published: dict[str, str]) -> list[Decision]:
+    """Each tick's changed actions in tick order, decided at that tick; updates `published`.
+
+    An outcome's flags are as they stood at its tick, so one call that ran several ticks publishes
+    what publishing after each tick would have.
+    """
+    out = []
+    for outcome in outcomes:
+        flags = {f.account_id: f for f in outcome.changed}
+        out.extend(changed_decisions(flags, published, decided_at=outcome.tick))
     return out

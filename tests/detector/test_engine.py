@@ -165,3 +165,35 @@ def test_one_coincidental_shared_value_is_not_a_ring() -> None:
     assert candidate_rings(one, pl.Series(ids), min_size=3)[0].height == 0
     two = pl.concat([one, one.with_columns(pl.lit("user_agent").alias("dim"), pl.lit("harvester/1").alias("value"))])
     assert candidate_rings(two, pl.Series(ids), min_size=3)[0].height == 4
+
+
+def test_one_call_over_many_ticks_decides_as_the_ticks_one_at_a_time() -> None:
+    from detector.publisher import changed_decisions, tick_decisions
+
+    # the ring recruits six more accounts six hours in: decisions at more than one tick
+    late = (
+        EVENTS.filter(pl.col(s.ACCOUNT_ID).is_in([f"ring{a:02d}" for a in range(6)]))
+        .with_columns(
+            pl.col(s.ACCOUNT_ID).str.replace("ring", "late"),
+            ("late-" + pl.col(s.EVENT_ID)).alias(s.EVENT_ID),
+            pl.col(s.TS) + timedelta(hours=6),
+        )
+    )
+    events = pl.concat([EVENTS, late]).sort(s.TS)
+    # one tick at a time, publishing every flag whose action changed after each tick (the old loop)
+    engine = DetectionEngine(CONFIG)
+    engine.ingest(events, watermark=datetime(1970, 1, 1, tzinfo=UTC))
+    stepwise: list[object] = []
+    published: dict[str, str] = {}
+    while engine.next_tick is not None and engine.next_tick <= events.get_column(s.TS).max():
+        tick = engine.next_tick
+        engine.ingest(events.clear(), watermark=tick)
+        stepwise.extend(changed_decisions(engine.flags, published, decided_at=tick))
+    together = DetectionEngine(CONFIG)
+    outcomes = together.ingest(events)
+    assert len(outcomes) > 10
+    decisions = tick_decisions(outcomes, {})
+    assert decisions == stepwise
+    # the ring is blocked, its members as they join it: decisions at several ticks, each at its own
+    assert {d.action for d in decisions} >= {"block"}
+    assert len({d.decided_at for d in decisions}) >= 2
