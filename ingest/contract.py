@@ -376,8 +376,9 @@ def _table_to_frame(
         extra = pl.Series(s.EXTRA, [None] * len(idx), dtype=pl.String)
         parts.append(frame.with_columns(extra).select(list(_decoded_schema(kind))))
         return
-    if len(unknown) == 1 and table.schema.field(unknown[0]).type in _EXTRA_SIMPLE:
-        # (only such columns are converted: Arrow can infer odd ones, e.g. list<null>, Polars refuses)
+    if len(unknown) == 1 and unknown[0] and table.schema.field(unknown[0]).type in _EXTRA_SIMPLE:
+        # (only such columns are converted: Arrow can infer odd ones, e.g. list<null>, Polars refuses;
+        # and only named ones: Polars renames a column "" to column_0)
         extras = pl.from_arrow(table.select(unknown), rechunk=False)
         assert isinstance(extras, pl.DataFrame)
         encoded = extras.select(

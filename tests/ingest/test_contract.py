@@ -72,6 +72,13 @@ def test_unknown_fields_are_kept_as_extra() -> None:
     }
 
 
+def test_an_unknown_field_with_an_empty_name_is_kept_not_a_crash() -> None:
+    # Polars renames a column "" to column_0: the fast path for one unknown field used to crash
+    batch = decode_records([line(**{"": 1}), line(region="eu")])
+    assert batch.rejected.height == 0
+    assert [orjson.loads(x) for x in batch.accepted.get_column("extra")] == [{"": 1}, {"region": "eu"}]
+
+
 def test_optional_fields_may_be_absent_or_null() -> None:
     minimal = orjson.dumps({"event_id": "e", "ts": "2026-05-01T12:00:00Z", "account_id": "a", "ip": None})
     batch = decode_records([minimal])
