@@ -26,6 +26,10 @@ LINK_DIMS = (s.IP, IP_PREFIX, s.USER_AGENT, PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE,
 # a prompt carries up to 8 wrapper band keys: the keys a targeted account used once weigh 1/8 each
 # towards `min_degree`, so one prompt is one piece of evidence however many of its bands match
 ONCE_WEIGHT = 0.125
+# the share of an account's own wrapper keys (by weight) that must be ring evidence for its wrapper
+# keys to link it: measured on seed 101, harvesters' shares are 1.0 at the median and >= 0.5 in
+# over 99% of ticks, a benchmark harness sharing one suffix with a ring stays at 0.08-0.4
+MIN_WRAPPER_SHARE = 0.5
 _DIM_LABELS = {
     s.IP: "IP addresses",
     IP_PREFIX: "networks (/24, /64)",
@@ -64,6 +68,26 @@ def _rings_of(components: pl.DataFrame, *, min_size: int) -> pl.DataFrame:
     return components.join(ids, on="_c").select(s.ACCOUNT_ID, RING_ID, pl.col(RING_SIZE).cast(pl.Int64))
 
 
+def _own_wrappers_unlinked(held: pl.DataFrame, edges: pl.DataFrame, *, min_share: float) -> pl.DataFrame:
+    """`edges` without the wrapper-key edges of accounts whose wrapper keys are mostly their own.
+
+    `held` is every (account_id, dim, value, _w) of the suspicious accounts, `edges` the part of it
+    that is evidence. A harvester wraps its requests in the ring's wrappers, so most of the keys it
+    keeps reusing are shared with the ring; a customer with its own harness (a benchmark run that
+    re-sends its questions with a standard chain-of-thought suffix a ring also uses) reuses mostly
+    keys nobody else holds and shares one phrase: that phrase alone does not make it a member.
+    """
+    is_key = pl.col(DIM) == TEMPLATE
+    share = (
+        edges.filter(is_key)
+        .group_by(s.ACCOUNT_ID)
+        .agg(pl.col("_w").sum().alias("_linked_w"))
+        .join(held.filter(is_key).group_by(s.ACCOUNT_ID).agg(pl.col("_w").sum().alias("_held_w")), on=s.ACCOUNT_ID)
+        .filter(pl.col("_linked_w") < min_share * pl.col("_held_w"))
+    )
+    return edges.filter(~(is_key & pl.col(s.ACCOUNT_ID).is_in(share.get_column(s.ACCOUNT_ID).implode())))
+
+
 def _evidence(edges: pl.DataFrame, members: pl.DataFrame, *, min_members: int = 1) -> pl.DataFrame:
     """(ring_id, dim, value, n_members): the values ring members share, most shared first."""
     return (
@@ -85,12 +109,15 @@ def candidate_rings(
     min_holders: int = 3,
     dims: tuple[str, ...] = LINK_DIMS,
     popularity: pl.DataFrame | None = None,
+    min_wrapper_share: float = MIN_WRAPPER_SHARE,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group suspicious accounts into rings.
 
     `links` holds (account_id, dim, value) for the whole population, or only for the suspicious
     accounts when `popularity` (dim, value, n_accounts: how many accounts of the whole population
-    hold each value) is given — the cheap form when the population is large. Returns
+    hold each value) is given — the cheap form when the population is large. An account links
+    by wrapper keys only when at least `min_wrapper_share` of its own are ring evidence (see
+    `_own_wrappers_unlinked`). Returns
     (account_id, ring_id, ring_size) for ring members and (ring_id, dim, value, n_members) —
     the shared values that tie each ring together, its evidence.
     """
@@ -134,7 +161,9 @@ def candidate_rings(
         .join(population, on=[DIM, VALUE])
     )
     linking = popularity.filter(pl.col("_n_sus") / pl.col("_n_all") >= min_suspicious_share)
-    edges = held.join(linking.select(DIM, VALUE), on=[DIM, VALUE])
+    edges = _own_wrappers_unlinked(
+        held, held.join(linking.select(DIM, VALUE), on=[DIM, VALUE]), min_share=min_wrapper_share
+    )
     if edges.height == 0:
         return _no_rings()
     accounts = edges.get_column(s.ACCOUNT_ID).unique().sort()

@@ -1,0 +1,52 @@
+"""Ring membership: who a shared wrapper phrase ties to a ring, and who it does not."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from detector.rings import MIN_WRAPPER_SHARE, candidate_rings
+from features.clusters import TEMPLATE
+from features.volume import ORG
+
+RING = [f"m{i}" for i in range(6)]
+# the ring's wrapper: its four head keys and two suffix keys, reused by every member
+RING_KEYS = ["head-1", "head-2", "head-3", "head-4", "suffix-1", "suffix-2"]
+LAB = ["lab-1", "lab-2"]
+# a lab's benchmark harness: questions it re-sends run after run, each with the ring's suffix
+LAB_KEYS = [f"question-{i}" for i in range(6)] + ["suffix-1", "suffix-2"]
+
+
+def _links(rows: list[tuple[str, str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=["account_id", "dim", "value"], orient="row")
+
+
+def _wrapper_links(lab_keys: list[str]) -> pl.DataFrame:
+    ring = [(a, TEMPLATE, k) for a in RING for k in RING_KEYS]
+    lab = [(a, TEMPLATE, k) for a in LAB for k in lab_keys] + [(a, ORG, "org-lab") for a in LAB]
+    return _links(ring + lab)
+
+
+def _members(links: pl.DataFrame, min_wrapper_share: float = MIN_WRAPPER_SHARE) -> list[str]:
+    members, _ = candidate_rings(links, pl.Series([*RING, *LAB]), min_size=3, min_wrapper_share=min_wrapper_share)
+    return sorted(members.get_column("account_id").to_list())
+
+
+def test_customer_sharing_one_suffix_with_a_ring_is_not_a_member() -> None:
+    links = _wrapper_links(LAB_KEYS)
+    assert _members(links) == RING
+    # the rule is what keeps them out: without it the two suffix keys make them members
+    assert _members(links, min_wrapper_share=0.0) == sorted([*LAB, *RING])
+
+
+def test_account_whose_wrappers_are_mostly_the_rings_is_a_member() -> None:
+    # the same lab reusing the ring's whole wrapper (and one question of its own) is a member
+    links = _wrapper_links([*RING_KEYS, "question-0"])
+    assert _members(links) == sorted([*LAB, *RING])
+
+
+def test_infrastructure_links_count_whatever_the_wrapper_share() -> None:
+    # the lab's own harness keys do not stop what it shares beyond prompts from linking it
+    shared = (("ip", "198.51.100.7"), ("user_agent", "harvester/2"))
+    infra = [(a, dim, val) for a in [*LAB, *RING[:2]] for dim, val in shared]
+    links = pl.concat([_wrapper_links(LAB_KEYS), _links(infra)])
+    assert _members(links) == sorted([*LAB, *RING])
