@@ -1,12 +1,15 @@
 """Kafka throughput: raw kafka-python consume rate vs one `distillguard consume` worker, same topic.
 
-    python bench/bench_kafka.py [--events 300000] [--profile]
+    python bench/bench_kafka.py [--events 300000] [--profile] [--work DIR --topic TOPIC]
 
 Against the real broker (DISTILLGUARD_KAFKA_BOOTSTRAP, default 127.0.0.1:9092): simulates N events,
 pads each to about 1.3 KB with an unknown field (as gateways add their own), produces them to a
-fresh 4-partition topic, then measures in child processes (a) a bare poll loop over the topic and
-(b) `distillguard consume --stop-at-end` on SQLite, each from its first record to its last, with
-its peak RSS. `--profile` runs (b) under cProfile and prints where the time went, by owner.
+fresh 4-partition topic, then measures in child processes (a) a bare poll loop over the topic,
+(b) `distillguard consume --stop-at-end` on SQLite and (c) `replay` of the same file through the
+same pipeline (no Kafka: what detection and persistence alone allow), each from its first record
+to its last, with its peak RSS. (b) over (c) is the consumer's own cost. `--profile` runs (b)
+under cProfile and prints where the time went, by owner. `--work DIR --topic TOPIC` reuses the
+file and topic of an earlier run (same broker), to compare commits back to back on equal input.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import os
 import pstats
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -72,6 +77,27 @@ def produce(bootstrap: str, topic: str, path: Path) -> tuple[int, float]:
     finally:
         producer.close()
     return n, time.perf_counter() - started
+
+
+def replay_child(events: str, accounts: str) -> None:
+    """Child (c): replay the file in-process; prints {records, seconds} from its first batch read, as JSON."""
+    from core.settings import Settings
+    from ingest import replay as replay_module
+
+    started: list[float] = []
+    batches = replay_module.FileSource.batches
+
+    def timed(self: Any, **kwargs: Any) -> Any:
+        # the clock starts at the first batch read, after the account events are loaded, as (a)
+        # and (b) start at their first record
+        if not started:
+            started.append(time.perf_counter())
+        return batches(self, **kwargs)
+
+    replay_module.FileSource.batches = timed  # type: ignore[method-assign]
+    result = replay_module.replay([Path(events)], settings=Settings(), accounts=Path(accounts))
+    seconds = time.perf_counter() - started[0]
+    print(json.dumps({"records": result.report["events"]["read"], "seconds": seconds}))
 
 
 def raw_consume(bootstrap: str, topic: str, expect: int) -> None:
@@ -175,21 +201,35 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temp dir)")
     parser.add_argument("--batch-size", type=int, default=50_000, help="worker's records per poll")
     parser.add_argument("--profile", action="store_true", help="run the worker under cProfile")
+    parser.add_argument("--topic", help="reuse this topic, produced by an earlier run with the same --work")
     parser.add_argument("--raw-child", nargs=2, metavar=("TOPIC", "EXPECT"), help=argparse.SUPPRESS)
+    parser.add_argument("--replay-child", nargs=2, metavar=("EVENTS", "ACCOUNTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_child:
         raw_consume(args.bootstrap, args.raw_child[0], int(args.raw_child[1]))
         return
+    if args.replay_child:
+        replay_child(*args.replay_child)
+        return
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-kafka-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"work dir {work}; broker {args.bootstrap}; {os.cpu_count()} cores")
-    t = time.perf_counter()
-    events, accounts, n, mean = simulate_padded(work, args.events, args.pad_to, args.seed)
-    print(f"simulated {n:,} events, mean {mean:,.0f} bytes, in {time.perf_counter() - t:.1f} s")
-    topic = f"bench-{uuid.uuid4().hex[:8]}"
-    produced, seconds = produce(args.bootstrap, topic, events)
-    print(f"produced {produced:,} records to {topic} in {seconds:.1f} s ({produced / seconds:,.0f}/s)")
+    print(f"work dir {work}; broker {args.bootstrap}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
+    events, accounts = work / "events-padded.jsonl", work / "sim" / "accounts.jsonl.gz"
+    if args.topic:
+        if not events.is_file():
+            parser.error(f"--topic needs the events of the run that produced it in --work ({events} missing)")
+        topic = args.topic
+        with events.open("rb") as fh:
+            produced = sum(1 for _ in fh)
+        print(f"reusing {topic} and its {produced:,} events")
+    else:
+        t = time.perf_counter()
+        events, accounts, n, mean = simulate_padded(work, args.events, args.pad_to, args.seed)
+        print(f"simulated {n:,} events, mean {mean:,.0f} bytes, in {time.perf_counter() - t:.1f} s")
+        topic = f"bench-{uuid.uuid4().hex[:8]}"
+        produced, seconds = produce(args.bootstrap, topic, events)
+        print(f"produced {produced:,} records to {topic} in {seconds:.1f} s ({produced / seconds:,.0f}/s)")
 
     # bench/ on the path for the raw child (this module), the repo for distillguard
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'bench'}:{REPO}", "DISTILLGUARD_KAFKA_BOOTSTRAP": args.bootstrap}
@@ -207,7 +247,13 @@ def main() -> None:
         "DISTILLGUARD_BATCH_SIZE": str(args.batch_size),
         "COLUMNS": "200",
     }
-    worker_args = ["consume", "--topic", topic, "--group", f"bench-{topic}", "--stop-at-end"]
+    for stale in ("bench.db", "replay.db", "data", "data-replay"):
+        # a reused work directory: the worker must start afresh (no checkpoint), as replay does
+        path = work / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+    worker_args = ["consume", "--topic", topic, "--group", f"bench-{topic}-{uuid.uuid4().hex[:6]}", "--stop-at-end"]
     worker_args += ["--accounts", str(accounts), "--decisions-topic", f"{topic}-decisions"]
     worker_args += ["--report", str(work / "report.json")]
     profile = work / "worker.prof" if args.profile else None
@@ -218,15 +264,31 @@ def main() -> None:
     e2e_records, e2e_seconds = int(m[1].replace(",", "")), float(m[2])
     e2e_rate = e2e_records / e2e_seconds
 
+    env_c = {
+        **env_b,
+        "DISTILLGUARD_DATABASE_URL": f"sqlite:///{work / 'replay.db'}",
+        "DISTILLGUARD_DATA_DIR": str(work / "data-replay"),
+    }
+    out, wall_c, rc, rss_c = run_child(
+        "bench_kafka", ["--replay-child", str(events), str(accounts)], env_c, work / "replay.log"
+    )
+    assert rc == 0, (work / "replay.log").read_text()[-3000:]
+    rep = json.loads(out.strip().splitlines()[-1])
+    replay_rate = rep["records"] / rep["seconds"]
+
     print()
-    print(f"{'':<34}{'raw kafka-python':>20}{'distillguard consume':>24}")
-    print(f"{'records':<34}{raw['records']:>20,}{e2e_records:>24,}")
-    print(f"{'seconds (first record to end)':<34}{raw['seconds']:>20.1f}{e2e_seconds:>24.1f}")
-    print(f"{'events/s':<34}{raw_rate:>20,.0f}{e2e_rate:>24,.0f}")
-    print(f"{'process wall seconds (incl. start)':<34}{wall_a:>20.1f}{wall_b:>24.1f}")
-    print(f"{'peak RSS, VmHWM (MiB)':<34}{rss_a:>20,}{rss_b:>24,}")
+    print(f"{'':<34}{'raw kafka-python':>18}{'distillguard consume':>22}{'replay (no Kafka)':>19}")
+    print(f"{'records':<34}{raw['records']:>18,}{e2e_records:>22,}{rep['records']:>19,}")
+    print(f"{'seconds (first record to end)':<34}{raw['seconds']:>18.1f}{e2e_seconds:>22.1f}{rep['seconds']:>19.1f}")
+    print(f"{'events/s':<34}{raw_rate:>18,.0f}{e2e_rate:>22,.0f}{replay_rate:>19,.0f}")
+    print(f"{'process wall seconds (incl. start)':<34}{wall_a:>18.1f}{wall_b:>22.1f}{wall_c:>19.1f}")
+    print(f"{'peak RSS, VmHWM (MiB)':<34}{rss_a:>18,}{rss_b:>22,}{rss_c:>19,}")
     ratio = e2e_rate / raw_rate
     print(f"end-to-end / raw = {ratio:.1%} (target >= 70%); end-to-end {e2e_rate:,.0f}/s (target >= 25,000/s)")
+    print(
+        f"end-to-end / replay = {e2e_rate / replay_rate:.1%} (the consumer's own cost is the rest); "
+        f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(f"peak RSS of this script (simulation, producer): {own} MiB")
     if args.profile:
