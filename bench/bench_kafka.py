@@ -151,16 +151,31 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def run_child(
-    module: str, args: list[str], env: dict[str, str], log: Path, profile: Path | None = None
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    profile: Path | None = None,
+    timeout_s: float = 1800.0,
 ) -> tuple[str, float, int, int]:
     """Run `python -m module args`; returns (stdout, wall seconds, exit status, peak RSS in MiB)."""
     hwm = log.with_suffix(".hwm")
     env = {**env, "BENCH_HWM_FILE": str(hwm), **({"BENCH_PROFILE": str(profile)} if profile else {})}
     started = time.perf_counter()
     with log.open("wb") as err:
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, module, *args], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, module, *args],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            # a worker that stopped making progress (seen: kafka-python stuck in a rejoin) fails the
+            # run instead of hanging it
+            raise SystemExit(f"{module} {' '.join(args[:2])} did not finish in {timeout_s:.0f} s; see {log}") from None
     peak_kib = int(hwm.read_text()) if hwm.is_file() else 0
     return proc.stdout.decode(), time.perf_counter() - started, proc.returncode, peak_kib // 1024
 
