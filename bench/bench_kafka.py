@@ -157,10 +157,11 @@ def run_child(
     log: Path,
     profile: Path | None = None,
     timeout_s: float = 1800.0,
-) -> tuple[str, float, int, int]:
-    """Run `python -m module args`; returns (stdout, wall seconds, exit status, peak RSS in MiB)."""
+) -> tuple[str, float, int, int, float]:
+    """Run `python -m module args`; returns (stdout, wall seconds, exit status, peak RSS in MiB, CPU seconds)."""
     hwm = log.with_suffix(".hwm")
     env = {**env, "BENCH_HWM_FILE": str(hwm), **({"BENCH_PROFILE": str(profile)} if profile else {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with log.open("wb") as err:
         try:
@@ -177,7 +178,9 @@ def run_child(
             # run instead of hanging it
             raise SystemExit(f"{module} {' '.join(args[:2])} did not finish in {timeout_s:.0f} s; see {log}") from None
     peak_kib = int(hwm.read_text()) if hwm.is_file() else 0
-    return proc.stdout.decode(), time.perf_counter() - started, proc.returncode, peak_kib // 1024
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc.stdout.decode(), time.perf_counter() - started, proc.returncode, peak_kib // 1024, cpu
 
 
 def owners(profile: Path, top: int = 25) -> None:
@@ -248,7 +251,7 @@ def main() -> None:
 
     # bench/ on the path for the raw child (this module), the repo for distillguard
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'bench'}:{REPO}", "DISTILLGUARD_KAFKA_BOOTSTRAP": args.bootstrap}
-    out, wall_a, rc, rss_a = run_child(
+    out, wall_a, rc, rss_a, cpu_a = run_child(
         "bench_kafka", ["--bootstrap", args.bootstrap, "--raw-child", topic, str(produced)], env, work / "raw.log"
     )
     assert rc == 0, (work / "raw.log").read_text()[-2000:]
@@ -272,7 +275,7 @@ def main() -> None:
     worker_args += ["--accounts", str(accounts), "--decisions-topic", f"{topic}-decisions"]
     worker_args += ["--report", str(work / "report.json")]
     profile = work / "worker.prof" if args.profile else None
-    out, wall_b, rc, rss_b = run_child("distillguard", worker_args, env_b, work / "worker.log", profile=profile)
+    out, wall_b, rc, rss_b, cpu_b = run_child("distillguard", worker_args, env_b, work / "worker.log", profile=profile)
     assert rc == 0, (work / "worker.log").read_text()[-3000:]
     m = re.search(r"consumed ([\d,]+) records in ([\d.]+) s", out)
     assert m, out[-2000:]
@@ -284,7 +287,7 @@ def main() -> None:
         "DISTILLGUARD_DATABASE_URL": f"sqlite:///{work / 'replay.db'}",
         "DISTILLGUARD_DATA_DIR": str(work / "data-replay"),
     }
-    out, wall_c, rc, rss_c = run_child(
+    out, wall_c, rc, rss_c, cpu_c = run_child(
         "bench_kafka", ["--replay-child", str(events), str(accounts)], env_c, work / "replay.log"
     )
     assert rc == 0, (work / "replay.log").read_text()[-3000:]
@@ -298,6 +301,8 @@ def main() -> None:
     print(f"{'events/s':<34}{raw_rate:>18,.0f}{e2e_rate:>22,.0f}{replay_rate:>19,.0f}")
     print(f"{'process wall seconds (incl. start)':<34}{wall_a:>18.1f}{wall_b:>22.1f}{wall_c:>19.1f}")
     print(f"{'peak RSS, VmHWM (MiB)':<34}{rss_a:>18,}{rss_b:>22,}{rss_c:>19,}")
+    # CPU over wall time says how much of the two cores a process got: overlap needs an idle one
+    print(f"{'CPU seconds, user+sys (incl. start)':<34}{cpu_a:>18.1f}{cpu_b:>22.1f}{cpu_c:>19.1f}")
     ratio = e2e_rate / raw_rate
     print(f"end-to-end / raw = {ratio:.1%} (target >= 70%); end-to-end {e2e_rate:,.0f}/s (target >= 25,000/s)")
     print(
