@@ -46,9 +46,10 @@ from detector.publisher import (
     KafkaDecisionPublisher,
     NullDecisionPublisher,
     changed_decisions,
+    tick_decisions,
 )
 from detector.report import EventCounts, write_report
-from ingest.contract import EVENTS, ValidatedBatch, decode_records, empty_frame, empty_rejected
+from ingest.contract import EVENTS, ValidatedBatch, decode_records
 from ingest.kafka_io import KafkaDeadLetter, parse_position, position, producer_config, servers
 from ingest.metrics import MetricsServer, StreamMetrics
 from ingest.pipeline import Pipeline
@@ -129,9 +130,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 class StreamPipeline(Pipeline):
     """The replay pipeline, persisting once per Kafka batch however many ticks the batch ran.
 
-    The worker runs a batch's ticks one at a time (each decision then carries its own tick); the
-    outcomes are gathered and written in one transaction when the batch is done, as replay does
-    for a batch, instead of one transaction per tick.
+    The outcomes of a batch's ticks are gathered, published tick by tick (each decision carries
+    its own tick) and written in one transaction when the batch is done, as replay does.
     """
 
     pending: list[TickOutcome] = field(default_factory=list)
@@ -620,28 +620,28 @@ class StreamWorker:
         )
 
     def _process(self, batch: ValidatedBatch, watermark: datetime | None) -> int:
-        """Buffer the batch, then run its ticks one at a time so each decision carries its tick."""
-        engine = self.pipeline.engine
-        self.pipeline.process_batch(batch, dead_letter=self.dead_letter, watermark=EPOCH)
-        self._advance(watermark if watermark is not None else engine.last_ts)
+        """Run the batch's ticks up to `watermark` in one engine call, publish each tick's decisions, persist."""
+        done = len(self.pipeline.pending)
+        self.pipeline.process_batch(batch, dead_letter=self.dead_letter, watermark=watermark)
+        self._publish_ticks(self.pipeline.pending[done:])
         return self.pipeline.persist_pending()
 
-    def _advance(self, target: datetime | None) -> None:
-        """Run the ticks up to `target` one by one, publishing the decisions each one changed."""
-        engine = self.pipeline.engine
-        empty = ValidatedBatch(accepted=empty_frame(EVENTS), rejected=empty_rejected())
-        while target is not None and engine.next_tick is not None and engine.next_tick <= target:
-            tick = engine.next_tick
-            self.pipeline.process_batch(empty, dead_letter=self.dead_letter, watermark=tick)
-            self._publish(decided_at=tick)
+    def _publish_ticks(self, outcomes: list[TickOutcome]) -> None:
+        """Publish the actions each tick changed, decided at that tick."""
+        decisions = tick_decisions(outcomes, self._state.published)
+        if decisions:
+            self.publisher.publish(decisions)
+            self.metrics.add(decisions_published=len(decisions))
 
     def _finish(self) -> None:
         """End of input: run the remaining ticks, persist, publish, checkpoint and commit."""
         engine = self.pipeline.engine
-        self._advance(engine.last_ts)
+        done = len(self.pipeline.pending)
         self.pipeline.finish()
+        self._publish_ticks(self.pipeline.pending[done:])
         written = self.pipeline.persist_pending()
         self.metrics.add(alerts_written=written)
+        # any flag whose action still differs from what was published (none expected)
         if engine.last_tick is not None:
             self._publish(decided_at=engine.last_tick)
         self._save()
