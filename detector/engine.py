@@ -104,6 +104,11 @@ class DetectorConfig:
     early_max_prompts: int = 30
     early_min_targeted: int = 2
     early_min_shared_keys: int = 9
+    # two young targeted accounts that each have a partner by early_min_shared_keys are linked by
+    # one prompt's worth of shared keys too (a ring's pairs bridged); measured on the recordings of
+    # seeds 8, 101, 404, 707: 6, 7 or 8 add no look-alike or benign account, and surface the evasive
+    # ring of seed 8 a tick (15 min) sooner. None: off
+    early_min_bridge_keys: int | None = 7
     # a solo flag is re-checked whenever the account is scored and released (unless a ring holds
     # it) once it falls this far below the solo rule: a benchmark harness walking one dataset looks
     # single-template for a few runs, a harvester stays that way
@@ -760,6 +765,7 @@ class DetectionEngine:
                 popularity,
                 orgs,
                 min_shared=self.config.early_min_shared_keys,
+                min_bridge=self.config.early_min_bridge_keys,
                 min_suspicious_share=0.5,
                 min_size=self.config.min_ring_size,
             )

@@ -198,6 +198,7 @@ def pairwise_rings(
     orgs: pl.DataFrame,
     *,
     min_shared: int = 9,
+    min_bridge: int | None = None,
     min_suspicious_share: float = 0.5,
     min_size: int = 3,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -209,8 +210,12 @@ def pairwise_rings(
     is not). Unlike `candidate_rings`, where one shared value joins two components, two accounts
     are linked only when they share more than `min_shared` - 1 such keys *with each other*: one
     prompt yields at most 8 wrapper band keys, so 9 or more means at least two of their prompts
-    match — a ring member's second request says what a coincidence of phrasing cannot. Connected
-    components of those pairwise links, of at least `min_size` independent customers, are rings.
+    match — a ring member's second request says what a coincidence of phrasing cannot. With
+    `min_bridge`, two accounts that each already have such a partner are also linked when they share
+    `min_bridge` keys (one prompt's worth): two disjoint pairs of a ring bridged by one prompt are one
+    ring, while an account without a two-prompt partner (an app user sharing the app's system prompt,
+    at most 8 keys with anyone) still links nobody. Connected components of those pairwise links, of
+    at least `min_size` independent customers, are rings.
     Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
     `candidate_rings`.
     """
@@ -236,6 +241,12 @@ def pairwise_rings(
     pair = (shared.row < shared.col) & (shared.data >= min_shared)
     if not pair.any():
         return _no_rings()
+    if min_bridge is not None and min_bridge < min_shared:
+        partnered = np.zeros(n_a, dtype=bool)
+        partnered[shared.row[pair]] = True
+        partnered[shared.col[pair]] = True
+        bridge = (shared.row < shared.col) & (shared.data >= min_bridge)
+        pair |= bridge & partnered[shared.row] & partnered[shared.col]
     graph = coo_matrix((np.ones(int(pair.sum())), (shared.row[pair], shared.col[pair])), shape=(n_a, n_a))
     _, labels = connected_components(graph, directed=False)
     linked = np.zeros(n_a, dtype=bool)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from detector.rings import MIN_WRAPPER_SHARE, candidate_rings
+from detector.rings import MIN_WRAPPER_SHARE, N_ACCOUNTS, candidate_rings, pairwise_rings
 from features.clusters import TEMPLATE
-from features.volume import ORG
+from features.volume import ORG, VALUE
 
 RING = [f"m{i}" for i in range(6)]
 # the ring's wrapper: its four head keys and two suffix keys, reused by every member
@@ -50,3 +50,42 @@ def test_infrastructure_links_count_whatever_the_wrapper_share() -> None:
     infra = [(a, dim, val) for a in [*LAB, *RING[:2]] for dim, val in shared]
     links = pl.concat([_wrapper_links(LAB_KEYS), _links(infra)])
     assert _members(links) == sorted([*LAB, *RING])
+
+
+def _pairwise(holdings: dict[str, list[str]], min_bridge: int | None) -> list[str]:
+    """Members of the early rings of young targeted accounts holding `holdings` (account -> wrapper keys)."""
+    keys = pl.DataFrame([(a, k) for a, ks in holdings.items() for k in ks], schema=["account_id", VALUE], orient="row")
+    # every key is held only by these young targeted accounts: all of them are evidence
+    popularity = keys.group_by(VALUE).agg(pl.len().alias(N_ACCOUNTS))
+    orgs = pl.DataFrame(schema={"account_id": pl.String, VALUE: pl.String})
+    members, _ = pairwise_rings(keys, popularity, orgs, min_shared=9, min_bridge=min_bridge, min_size=3)
+    return sorted(members.get_column("account_id").to_list())
+
+
+def _prompt(name: str, bands: int = 8) -> list[str]:
+    return [f"{name}-band-{i}" for i in range(bands)]
+
+
+# two pairs of a ring, each pair sharing two prompts' worth of wrapper keys (10), the pairs bridged
+# by 7 band keys of one more prompt
+BRIDGED = {
+    "a1": _prompt("p") + _prompt("q", 2) + _prompt("x", 7),
+    "a2": _prompt("p") + _prompt("q", 2),
+    "b1": _prompt("r") + _prompt("s", 2) + _prompt("x", 7),
+    "b2": _prompt("r") + _prompt("s", 2),
+}
+
+
+def test_two_ring_pairs_bridged_by_one_prompt_are_one_early_ring() -> None:
+    assert _pairwise(BRIDGED, min_bridge=None) == []  # two components of two: no ring of three
+    assert _pairwise(BRIDGED, min_bridge=7) == ["a1", "a2", "b1", "b2"]
+
+
+def test_one_prompt_of_an_account_without_a_two_prompt_partner_links_nobody() -> None:
+    # app users: one system prompt, all 8 bands shared, nobody shares two prompts' worth
+    app = {f"u{i}": _prompt("app-system") + [f"u{i}-own-{j}" for j in range(3)] for i in range(4)}
+    assert _pairwise(app, min_bridge=7) == []
+    # nor does it join a ring pair: a user sharing 8 keys with a1, 8 with b1, has no partner of its own
+    holdings = {**BRIDGED, "a1": BRIDGED["a1"][:-7], "b1": BRIDGED["b1"][:-7]}
+    holdings["u"] = _prompt("p") + _prompt("r")
+    assert _pairwise(holdings, min_bridge=7) == []
