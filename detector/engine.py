@@ -658,8 +658,14 @@ class DetectionEngine:
             .drop("_targeted", "_young")
             .with_columns(pl.col(SCORE, pr.TARGETED_SHARE).fill_null(0.0), pl.col(v.N_EVENTS).fill_null(0))
         )
+        # feature rows of ring members only (for their reasons): not a dict of the whole population a tick
+        member_rows = eligible.join(members.select(s.ACCOUNT_ID), on=s.ACCOUNT_ID, how="semi")
         X_by_id = dict(
-            zip(eligible.get_column(s.ACCOUNT_ID).to_list(), eligible.select(MODEL_FEATURES).to_numpy(), strict=True)
+            zip(
+                member_rows.get_column(s.ACCOUNT_ID).to_list(),
+                member_rows.select(MODEL_FEATURES).to_numpy(),
+                strict=True,
+            )
         )
         capabilities = self._capability_shares(members)
         targeted_median = float(eligible.get_column(pr.TARGETED_SHARE).median() or 0.0) if eligible.height else 0.0
