@@ -174,8 +174,14 @@ class AccountEnsemble:
             return np.zeros(0)
         Zs = (np.log1p(np.clip(X, 0.0, None)) - self.median_) / self.scale_
         parts = []
+        # ECOD and COPOD were fitted on the same rows: their per-cell tails are one computation
+        tails: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         for det, ref in zip(self.detectors_, self.train_scores_, strict=True):
-            raw = det.decision_function(Zs)
+            if isinstance(det, _SortedECDF) and hasattr(det, "sorted_train_"):
+                tails = tails or det._tails(Zs)
+                raw = det._combine(*tails)
+            else:
+                raw = det.decision_function(Zs)
             parts.append(np.searchsorted(ref, raw, side="right") / len(ref))
         return np.mean(parts, axis=0)
 
