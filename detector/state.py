@@ -86,16 +86,23 @@ class KeyCounts:
         """Rows held: a (account, key) pair may sit in more than one run until the runs merge."""
         return sum(keys.size for keys, _ in self._runs)
 
-    def add(self, idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> None:
-        """Add counts `n` of `key` (< 2**KEY_BITS, see `fold_key`) for accounts `idx` (arrays of one length)."""
+    def add(self, idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """Add counts `n` of `key` (< 2**KEY_BITS, see `fold_key`) for accounts `idx` (arrays of one length).
+
+        Returns the keys of the (account, key) pairs not counted before, one per new pair (the
+        pairs are sorted for the new run anyway: finding the new ones costs no second sort).
+        """
         if idx.size == 0:
-            return
+            return np.zeros(0, dtype=np.uint64)
         comp = (idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK)
-        self._runs.append(_reduce(comp, n.astype(np.int64)))
+        run = _reduce(comp, n.astype(np.int64))
+        fresh = run[0][self.counts_of(run[0] >> _SHIFT, run[0] & _KEY_MASK) == 0] & _KEY_MASK
+        self._runs.append(run)
         # keep run sizes geometric: few runs to search, each row moved O(log n) times
         while len(self._runs) > 1 and self._runs[-2][0].size <= 2 * self._runs[-1][0].size:
             (k2, c2), (k1, c1) = self._runs.pop(), self._runs.pop()
             self._runs.append(_reduce(np.concatenate([k1, k2]), np.concatenate([c1, c2])))
+        return fresh
 
     def rows_for(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(account index, key bits, count) of every key of the accounts `idx`, summed over runs."""
@@ -111,12 +118,6 @@ class KeyCounts:
             return empty, empty, np.zeros(0, dtype=np.int64)
         comp, n = _reduce(np.concatenate(comps), np.concatenate(counts))
         return comp >> _SHIFT, comp & _KEY_MASK, n
-
-    def unseen(self, idx: np.ndarray, key: np.ndarray) -> np.ndarray:
-        """The distinct keys of the (account index, key) pairs not counted yet: one per new pair."""
-        comp = np.unique((idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK))
-        new = self.counts_of(comp >> _SHIFT, comp & _KEY_MASK) == 0
-        return comp[new] & _KEY_MASK
 
     def counts_of(self, idx: np.ndarray, key: np.ndarray) -> np.ndarray:
         """Count of each exact (account index, key) pair, summed over runs (0 when absent)."""
