@@ -298,8 +298,12 @@ def _band_key(sig, start, rows, salt):
 
 
 @nb.njit(parallel=True, cache=True)
-def skeleton_hashes(data, offsets, stop_h, lk, lv, dk, dv, bits, seeds, salts):
-    """Per text: (valid, template_id, band keys [head bands..., tail bands...], chosen side 0/1)."""
+def skeleton_hashes(data, offsets, stop_h, lk, lv, dk, dv, bits, seeds, salts, chosen_only):
+    """Per text: (valid, template_id, band keys [head bands..., tail bands...], chosen side 0/1).
+
+    With `chosen_only`, only the chosen (wrapper) side is MinHashed: the other side's band keys
+    are left 0, and everything else is as without it.
+    """
     n = offsets.shape[0] - 1
     k = seeds.shape[0]
     n_bands = k // BAND_ROWS
@@ -343,15 +347,21 @@ def skeleton_hashes(data, offsets, stop_h, lk, lv, dk, dv, bits, seeds, salts):
                     score_h += d
                 if t >= t0:
                     score_t += d
+        # The wrapper side is the more instruction-like one (vocabulary minus content words); ties -> head.
+        tail_chosen = score_t > score_h
         sig_h = np.full(k, U64_MAX)
         sig_t = np.full(k, U64_MAX)
-        size_h = _side_signature(sig_h, ids, cls, 0, h1, seeds)
-        size_t = _side_signature(sig_t, ids, cls, t0, nt, seeds)
-        for j in range(n_bands):
-            keys[i, j] = _band_key(sig_h, j * BAND_ROWS, BAND_ROWS, salts[j])
-            keys[i, n_bands + j] = _band_key(sig_t, j * BAND_ROWS, BAND_ROWS, salts[j])
-        # The wrapper side is the more instruction-like one (vocabulary minus content words); ties -> head.
-        if score_t > score_h:
+        size_h = 0
+        size_t = 0
+        if not chosen_only or not tail_chosen:
+            size_h = _side_signature(sig_h, ids, cls, 0, h1, seeds)
+            for j in range(n_bands):
+                keys[i, j] = _band_key(sig_h, j * BAND_ROWS, BAND_ROWS, salts[j])
+        if not chosen_only or tail_chosen:
+            size_t = _side_signature(sig_t, ids, cls, t0, nt, seeds)
+            for j in range(n_bands):
+                keys[i, n_bands + j] = _band_key(sig_t, j * BAND_ROWS, BAND_ROWS, salts[j])
+        if tail_chosen:
             side[i] = 1
             tid[i] = _band_key(sig_t, 0, ID_ROWS, salts[n_bands] ^ np.uint64(size_t))
         else:
@@ -374,8 +384,11 @@ def string_buffers(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
     return data, offsets
 
 
-def hash_skeletons(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, ...]:
-    """Run the kernel over normalised texts: (valid, template_id, band keys, chosen side)."""
+def hash_skeletons(arr: pa.Array | pa.ChunkedArray, *, chosen_only: bool = False) -> tuple[np.ndarray, ...]:
+    """Run the kernel over normalised texts: (valid, template_id, band keys, chosen side).
+
+    `chosen_only`: band keys of the chosen (wrapper) side only, the other side's are 0 (half the MinHash work).
+    """
     data, offsets = string_buffers(arr)
     return skeleton_hashes(
         data,
@@ -388,4 +401,5 @@ def hash_skeletons(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, ...]:
         KEY_FILTER,
         MINHASH_SEEDS,
         BAND_SALTS,
+        chosen_only,
     )

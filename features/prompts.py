@@ -333,7 +333,7 @@ def prompt_capability(expr: pl.Expr) -> pl.Expr:
 
 def _hash_distinct(df: pl.DataFrame, *, keys: bool, wrapper_only: bool = False) -> pl.DataFrame:
     """Template id (and band keys) of each row's normalised text (column _NORM); null where no words."""
-    valid, tid, band_keys, side = _minhash.hash_skeletons(df.get_column(_NORM).to_arrow())
+    valid, tid, band_keys, side = _minhash.hash_skeletons(df.get_column(_NORM).to_arrow(), chosen_only=wrapper_only)
     if wrapper_only:
         # keep the bands of the side chosen as the wrapper: the other side is content, and content
         # (a benchmark question, a common request) is what unrelated accounts share by chance

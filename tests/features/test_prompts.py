@@ -545,3 +545,28 @@ def test_batch_partials_merge_to_single_pass(events, cuts) -> None:
     parts = pl.concat([_fingerprint(df.slice(lo, hi - lo))[P.TEMPLATE_ID]
                        for lo, hi in itertools.pairwise(bounds)])
     assert whole.equals(parts)
+
+
+def test_hashing_only_the_wrapper_side_gives_the_same_ids_and_wrapper_keys() -> None:
+    import pyarrow as pa
+
+    from features import _minhash
+
+    texts = [
+        "think step by step and show your reasoning.\nwhat is 0 plus 0?",
+        "what is the capital of france?\nanswer in one word and explain your reasoning step by step.",
+        "write a python function that reverses a list",
+        "",
+        "hello",
+        "please grade the following essay on a scale of 0 to 0.\n<code>\nbe strict and justify your score.",
+    ] * 3
+    arr = pa.array(texts, pa.large_string())
+    full = _minhash.hash_skeletons(arr)
+    chosen = _minhash.hash_skeletons(arr, chosen_only=True)
+    for a, b in zip((full[0], full[1], full[3]), (chosen[0], chosen[1], chosen[3]), strict=True):
+        assert np.array_equal(a, b)
+    half = full[2].shape[1] // 2
+    side = full[3][:, None] == 1
+    wrapper = np.where(side, full[2][:, half:], full[2][:, :half])
+    assert np.array_equal(wrapper, np.where(side, chosen[2][:, half:], chosen[2][:, :half]))
+    assert set(full[3].tolist()) == {0, 1}  # both sides chosen somewhere: both branches are tested
