@@ -126,8 +126,8 @@ class _TickInput:
     events: pl.DataFrame
     volume: pl.DataFrame
     distinct: pl.DataFrame
-    templates: pl.DataFrame | None
-    keys: pl.DataFrame | None
+    templates: pl.DataFrame
+    keys: pl.DataFrame
 
 
 @dataclass
@@ -307,8 +307,9 @@ class DetectionEngine:
 
         Each buffered event belongs to the first tick boundary after it, or to the next tick to
         run if that boundary has passed (a late event). The work that depends on the events alone
-        (prompt sampling and fingerprints) is done for all those ticks in one pass; the state is
-        then updated tick by tick exactly as if the ticks had come one at a time.
+        (volume partials, distinct values, prompt sampling and fingerprints) is done for all those
+        ticks in one pass; the state is then updated tick by tick exactly as if the ticks had come
+        one at a time.
         """
         first = self._next_tick()
         if first is None or (watermark is not None and first > watermark):
@@ -347,7 +348,6 @@ class DetectionEngine:
         volume_df, distinct_df, templates_df, keys_df = pl.collect_all(
             [volume, distinct, templates, keys], engine=POLARS_ENGINE
         )
-        # a template-count key: the template id's top bits, then the capability's code in the low bits
         tid = fold_key(templates_df.get_column(pr.TEMPLATE_ID).to_numpy())
         code = templates_df.get_column(_CODE).to_numpy().astype(np.uint64)
         templates_df = templates_df.select(
@@ -357,12 +357,16 @@ class DetectionEngine:
             *by, pl.Series(_KEY, fold_key(keys_df.get_column(cl.TEMPLATE_KEY).to_numpy())), cl.KEY_COUNT
         )
 
-        def per_tick(df: pl.DataFrame) -> dict[datetime, pl.DataFrame]:
-            return {k: part.drop(_TICK) for (k,), part in df.partition_by(_TICK, as_dict=True).items()}
+        def per_tick(df: pl.DataFrame) -> Callable[[datetime], pl.DataFrame]:
+            parts = {k: part.drop(_TICK) for (k,), part in df.partition_by(_TICK, as_dict=True).items()}
+            empty = df.clear().drop(_TICK)
+            return lambda tick: parts.get(tick, empty)
 
-        parts = [per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df)]
+        volume_of, distinct_of, templates_of, keys_of = (
+            per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df)
+        )
         return {
-            tick: _TickInput(events.drop(_TICK), *(p.get(tick) for p in parts))  # type: ignore[arg-type]
+            tick: _TickInput(events.drop(_TICK), volume_of(tick), distinct_of(tick), templates_of(tick), keys_of(tick))
             for (tick,), events in due.partition_by(_TICK, as_dict=True, maintain_order=True).items()
         }
 
@@ -421,9 +425,9 @@ class DetectionEngine:
         new = partials.join(known, on=list(v.DISTINCT_STATE_SCHEMA), how="anti")
         self.distinct_state = _compact(pl.concat([self.distinct_state, new], rechunk=False))
 
-    def _update_prompt_state(self, templates: pl.DataFrame | None, keys: pl.DataFrame | None) -> None:
-        """Merge a tick's template and wrapper-key count partials (see `_prompt_partials`)."""
-        if templates is None or templates.height == 0:
+    def _update_prompt_state(self, templates: pl.DataFrame, keys: pl.DataFrame) -> None:
+        """Merge a tick's template and wrapper-key count partials (see `_prepare`)."""
+        if templates.height == 0:
             return
         # accounts get their dense index tick by tick, in the same order whatever the batching
         index = self.account_index.lookup(templates.get_column(s.ACCOUNT_ID))
@@ -433,7 +437,7 @@ class DetectionEngine:
             templates.get_column(_KEY).to_numpy(),
             templates.get_column(pr.N).to_numpy(),
         )
-        if keys is not None and keys.height:
+        if keys.height:
             keys = keys.join(index, on=s.ACCOUNT_ID)
             idx = keys.get_column(ACCOUNT_INDEX).to_numpy()
             key = keys.get_column(_KEY).to_numpy()
