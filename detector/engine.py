@@ -441,7 +441,7 @@ class DetectionEngine:
             keys = keys.join(index, on=s.ACCOUNT_ID)
             idx = keys.get_column(ACCOUNT_INDEX).to_numpy()
             key = keys.get_column(_KEY).to_numpy()
-            fresh = self.key_counts.add(idx, key, keys.get_column(cl.KEY_COUNT).to_numpy())
+            fresh = self.key_counts.add_new(idx, key, keys.get_column(cl.KEY_COUNT).to_numpy())
             # an account's first use of a key makes it one more holder of that key
             self.key_holders.add(np.zeros(fresh.size, dtype=np.uint64), fresh, np.ones(fresh.size, dtype=np.int64))
 

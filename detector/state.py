@@ -86,23 +86,33 @@ class KeyCounts:
         """Rows held: a (account, key) pair may sit in more than one run until the runs merge."""
         return sum(keys.size for keys, _ in self._runs)
 
-    def add(self, idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> np.ndarray:
-        """Add counts `n` of `key` (< 2**KEY_BITS, see `fold_key`) for accounts `idx` (arrays of one length).
+    def add(self, idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> None:
+        """Add counts `n` of `key` (< 2**KEY_BITS, see `fold_key`) for accounts `idx` (arrays of one length)."""
+        self._append(self._run_of(idx, key, n))
 
-        Returns the keys of the (account, key) pairs not counted before, one per new pair (the
-        pairs are sorted for the new run anyway: finding the new ones costs no second sort).
+    def add_new(self, idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """`add`, returning the keys of the (account, key) pairs not counted before, one per new pair.
+
+        The pairs are sorted for the new run anyway: finding the new ones costs no second sort.
         """
-        if idx.size == 0:
-            return np.zeros(0, dtype=np.uint64)
+        run = self._run_of(idx, key, n)
+        fresh = run[0][self._counts(run[0]) == 0] & _KEY_MASK
+        self._append(run)
+        return fresh
+
+    @staticmethod
+    def _run_of(idx: np.ndarray, key: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         comp = (idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK)
-        run = _reduce(comp, n.astype(np.int64))
-        fresh = run[0][self.counts_of(run[0] >> _SHIFT, run[0] & _KEY_MASK) == 0] & _KEY_MASK
+        return _reduce(comp, n.astype(np.int64))
+
+    def _append(self, run: tuple[np.ndarray, np.ndarray]) -> None:
+        if run[0].size == 0:
+            return
         self._runs.append(run)
         # keep run sizes geometric: few runs to search, each row moved O(log n) times
         while len(self._runs) > 1 and self._runs[-2][0].size <= 2 * self._runs[-1][0].size:
             (k2, c2), (k1, c1) = self._runs.pop(), self._runs.pop()
             self._runs.append(_reduce(np.concatenate([k1, k2]), np.concatenate([c1, c2])))
-        return fresh
 
     def rows_for(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(account index, key bits, count) of every key of the accounts `idx`, summed over runs."""
@@ -121,7 +131,9 @@ class KeyCounts:
 
     def counts_of(self, idx: np.ndarray, key: np.ndarray) -> np.ndarray:
         """Count of each exact (account index, key) pair, summed over runs (0 when absent)."""
-        comp = (idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK)
+        return self._counts((idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK))
+
+    def _counts(self, comp: np.ndarray) -> np.ndarray:
         out = np.zeros(comp.size, dtype=np.int64)
         for keys, cnt in self._runs:
             if keys.size == 0:

@@ -24,7 +24,7 @@ def test_counts_equal_a_group_by_of_everything_added(chunks: Chunks, probe: list
     seen: set[tuple[int, int]] = set()
     for chunk in chunks:
         arr = np.array(chunk, dtype=np.int64).reshape(-1, 3)
-        fresh = counts.add(arr[:, 0].astype(np.uint64), arr[:, 1].astype(np.uint64), arr[:, 2])
+        fresh = counts.add_new(arr[:, 0].astype(np.uint64), arr[:, 1].astype(np.uint64), arr[:, 2])
         # the keys of the pairs first seen in this chunk, one per pair
         new_pairs = {(i, k) for i, k, _ in chunk} - seen
         assert sorted(fresh.tolist()) == sorted(k for _, k in new_pairs)
