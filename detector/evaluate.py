@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ def _ts(value: str) -> datetime:
 
 
 def evaluate(truth: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    """Account precision/recall, benign false-positive rate, per look-alike group and per campaign."""
+    """Account precision/recall, benign false-positive rate, per look-alike group and per campaign, and rings."""
     if truth.get("schema") != TRUTH_SCHEMA_ID:
         raise InputError(f"truth file is not {TRUTH_SCHEMA_ID}")
     labels: dict[str, dict[str, Any]] = truth["accounts"]
@@ -74,4 +74,69 @@ def evaluate(truth: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
         by_style[c["style"]][1] += len(members)
     out["campaigns"] = campaigns
     out["recall_by_style"] = {k: (v[0] / v[1] if v[1] else 1.0) for k, v in sorted(by_style.items())}
+    _add_ring_figures(out, truth, report, set(flagged))
     return out
+
+
+def _ring_members(report: dict[str, Any]) -> dict[str, list[str]]:
+    """ring_id -> members: the report's rings, else the ring ids its flagged accounts carry."""
+    if report.get("rings"):
+        return {r["ring_id"]: list(r.get("members", [])) for r in report["rings"]}
+    rings: dict[str, list[str]] = defaultdict(list)
+    for a in report.get("accounts", []):
+        if a.get("flagged") and a.get("ring_id"):
+            rings[a["ring_id"]].append(a["account_id"])
+    return dict(rings)
+
+
+def _add_ring_figures(out: dict[str, Any], truth: dict[str, Any], report: dict[str, Any], flagged: set[str]) -> None:
+    """One reported ring per campaign is the goal: how campaigns spread over rings, how pure each ring is.
+
+    Per campaign: `rings` (reported rings holding its accounts), `main_ring` and `main_ring_share`
+    (the share of its flagged accounts in the ring holding most of them; solo flags are in no ring).
+    Per ring (`rings`): its dominant campaign and `purity`, the share of its members from that
+    campaign (benign members and other campaigns' are impurity). `ring_summary` sums them up.
+    """
+    campaign_of = {a: c["campaign_id"] for c in truth.get("campaigns", []) for a in c["accounts"]}
+    members = _ring_members(report)
+    ring_of = {a: r for r, ms in members.items() for a in ms}
+    by_id = {c["campaign_id"]: c for c in out["campaigns"]}
+    for c in truth.get("campaigns", []):
+        caught = set(c["accounts"]) & flagged
+        held = Counter(ring_of[a] for a in c["accounts"] if a in ring_of)
+        main = min(held, key=lambda r: (-held[r], r)) if held else None
+        by_id[c["campaign_id"]].update(
+            rings=len(held),
+            main_ring=main,
+            main_ring_share=held[main] / len(caught) if main is not None and caught else 0.0,
+        )
+    rings = []
+    for ring_id, ms in sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        counts = Counter(campaign_of[a] for a in ms if a in campaign_of)
+        dominant = min(counts, key=lambda k: (-counts[k], k)) if counts else None
+        rings.append(
+            {
+                "ring_id": ring_id,
+                "size": len(ms),
+                "dominant_campaign": dominant,
+                "purity": counts[dominant] / len(ms) if dominant is not None and ms else 0.0,
+                "campaigns": dict(sorted(counts.items())),
+                "benign": sum(1 for a in ms if a not in campaign_of),
+            }
+        )
+    out["rings"] = rings
+    campaigns = out["campaigns"]
+    out["ring_summary"] = {
+        "reported": len(rings),
+        "campaigns_in_one_ring": sum(1 for c in campaigns if c["rings"] == 1),
+        "campaigns_sharing_a_ring": len(
+            {
+                c["campaign_id"]
+                for c in campaigns
+                for r in rings
+                if r["campaigns"].get(c["campaign_id"]) and len(r["campaigns"]) > 1
+            }
+        ),
+        "min_purity": min((r["purity"] for r in rings), default=1.0),
+        "min_main_ring_share": min((c["main_ring_share"] for c in campaigns if c["caught"]), default=1.0),
+    }

@@ -276,7 +276,16 @@ def _print_evaluation(figures: dict[str, Any]) -> None:
     )
     out.print(table)
     camp = Table(title="Campaigns")
-    for col in ("campaign", "style", "accounts", "caught", "recall", "minutes to first detection"):
+    for col in (
+        "campaign",
+        "style",
+        "accounts",
+        "caught",
+        "recall",
+        "minutes to first detection",
+        "rings",
+        "in main ring",
+    ):
         camp.add_column(col)
     for c in figures["campaigns"]:
         delay = c["minutes_to_first_detection"]
@@ -287,8 +296,24 @@ def _print_evaluation(figures: dict[str, Any]) -> None:
             str(c["caught"]),
             f"{c['recall']:.3f}",
             "-" if delay is None else f"{delay:.1f}",
+            str(c.get("rings", "-")),
+            f"{c['main_ring_share']:.1%}" if "main_ring_share" in c else "-",
         )
     out.print(camp)
+    if "rings" in figures:
+        rings = Table(title=f"Reported rings: {figures['ring_summary']['reported']}")
+        for col in ("ring", "members", "dominant campaign", "purity", "campaigns", "benign"):
+            rings.add_column(col)
+        for r in figures["rings"]:
+            rings.add_row(
+                r["ring_id"],
+                str(r["size"]),
+                r["dominant_campaign"] or "-",
+                f"{r['purity']:.1%}",
+                ", ".join(f"{k} x{n}" for k, n in r["campaigns"].items()) or "-",
+                str(r["benign"]),
+            )
+        out.print(rings)
     look = Table(title="Legitimate look-alikes")
     for col in ("group", "kind", "accounts", "flagged", "share"):
         look.add_column(col)
