@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from core import schema as s
 from detector.model import AccountEnsemble
@@ -31,6 +30,7 @@ from detector.rings import (
     TEMPLATE,
     TEMPLATE_ONCE,
     candidate_rings,
+    communities,
     describe_evidence,
     pairwise_rings,
     ring_id_for,
@@ -674,7 +674,10 @@ class DetectionEngine:
         targeted_median = float(eligible.get_column(pr.TARGETED_SHARE).median() or 0.0) if eligible.height else 0.0
         rings = []
         in_ring: set[str] = set()
-        for (component,), part in scored.group_by([RING_ID], maintain_order=True):
+        # the largest piece of a ring that split keeps its id, the others get their own
+        taken: set[str] = set()
+        by_size = sorted(scored.partition_by(RING_ID, as_dict=True).items(), key=lambda kv: (-kv[1].height, kv[0]))
+        for (component,), part in by_size:
             ids = sorted(part.get_column(s.ACCOUNT_ID).to_list())
             targeted_mean = float(part.get_column(pr.TARGETED_SHARE).mean() or 0.0)
             # harvesting is the point of a ring: accounts that share infrastructure but do not
@@ -693,7 +696,8 @@ class DetectionEngine:
                 ring_score = max(ring_score, float(early.get_column(pr.TARGETED_SHARE).mean() or 0.0))
             if ring_score < self.config.ring_threshold:
                 continue
-            ring_id = self._ring_identity(ids, fallback=str(component))
+            ring_id = self._ring_identity(ids, taken=taken)
+            taken.add(ring_id)
             action = "block" if ring_score >= 0.8 and len(ids) >= 10 else "require_kyc"
             for acct, sc, n, share in part.select(s.ACCOUNT_ID, SCORE, v.N_EVENTS, pr.TARGETED_SHARE).iter_rows():
                 flag = self.flags.get(acct)
@@ -742,10 +746,10 @@ class DetectionEngine:
     def _with_early_rings(
         self, young: pl.Series, members: pl.DataFrame, evidence: pl.DataFrame
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Add the early rings of young targeted accounts; rings sharing a member become one.
+        """Add the early rings of young targeted accounts; rings sharing members become one community.
 
         Returns `members` with boolean columns _LINKED (found by `candidate_rings`) and _EARLY (by
-        `pairwise_rings`), RING_ID relabelled to the merged component, and the merged evidence.
+        `pairwise_rings`), RING_ID relabelled to the merged community, and the merged evidence.
         """
         flagged = {_LINKED_COL: True, _EARLY_COL: False}
         early = pl.DataFrame(schema=members.schema)
@@ -805,7 +809,10 @@ class DetectionEngine:
         graph = coo_matrix(
             (np.ones(e.height), (e.get_column("_i").to_numpy(), e.get_column("_i_p").to_numpy())), shape=(n, n)
         )
-        _, labels = connected_components(graph, directed=False)
+        # one ring per community, not per component: one account in two rings does not merge them
+        is_account = node.get_column("_node").is_in(both.get_column(s.ACCOUNT_ID).implode()).to_numpy()
+        customer = np.where(is_account, np.arange(n), -1)
+        labels = communities((graph + graph.T).tocsr(), customer, min_size=self.config.min_ring_size)
         label = node.with_columns(pl.Series("_c", labels).cast(pl.String).alias(RING_ID)).select("_node", RING_ID)
         merged = (
             both.group_by(s.ACCOUNT_ID)
@@ -830,16 +837,20 @@ class DetectionEngine:
         )
         return merged, ev
 
-    def _ring_identity(self, members: list[str], *, fallback: str) -> str:
-        """Keep a growing ring's id: the id most of its already-flagged members carry, else a new one."""
+    def _ring_identity(self, members: list[str], *, taken: set[str]) -> str:
+        """Keep a growing ring's id: the id most of its already-flagged members carry, else a new one.
+
+        An id in `taken` (given this tick to a larger ring, a piece of the same old one) is not reused.
+        """
         counts: dict[str, int] = {}
         for acct in members:
             flag = self.flags.get(acct)
-            if flag is not None and flag.ring_id:
+            if flag is not None and flag.ring_id and flag.ring_id not in taken:
                 counts[flag.ring_id] = counts.get(flag.ring_id, 0) + 1
         if counts:
             return min(counts, key=lambda r: (-counts[r], r))
-        return ring_id_for(members)
+        fresh = (r for r in map(ring_id_for, ([m] for m in sorted(members))) if r not in taken)
+        return next(fresh, f"{ring_id_for(members)}-{len(taken)}")
 
     def _capability_shares(self, members: pl.DataFrame) -> dict[str, dict[str, float]]:
         """Per component: share of its members' targeted prompts by capability, largest first."""

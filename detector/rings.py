@@ -2,8 +2,9 @@
 
 An account-value bipartite graph (value = an IP, a /24, a user agent, a template...) is cut
 down to the values that mostly suspicious accounts use: a value shared by a large population of
-which few look suspicious (a campus NAT, an app's user agent) links nobody. Connected
-components of what remains, of at least `min_size` accounts, are candidate rings.
+which few look suspicious (a campus NAT, an app's user agent) links nobody. Communities of what
+remains (`communities`: connected components cut where only a thin bridge joins two dense groups),
+of at least `min_size` accounts, are candidate rings.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import hashlib
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse import coo_matrix, csr_matrix, diags
 from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
 from core import schema as s
 from features.clusters import TEMPLATE, TEMPLATE_ONCE
@@ -30,6 +32,10 @@ ONCE_WEIGHT = 0.125
 # keys to link it: measured on seed 101, harvesters' shares are 1.0 at the median and >= 0.5 in
 # over 99% of ticks, a benchmark harness sharing one suffix with a ring stays at 0.08-0.4
 MIN_WRAPPER_SHARE = 0.5
+# a component is cut in two where the weight crossing the cut is below this share of the smaller
+# side's total weight (conductance): campaigns bridged by a shared value or account are far below
+# (TODO measured), any cut of one campaign's dense sharing far above
+MAX_CONDUCTANCE = 0.1
 _DIM_LABELS = {
     s.IP: "IP addresses",
     IP_PREFIX: "networks (/24, /64)",
@@ -44,6 +50,125 @@ _DIM_LABELS = {
 def ring_id_for(members: list[str]) -> str:
     """A stable ring id derived from its lowest member id."""
     return "r-" + hashlib.sha1(min(members).encode()).hexdigest()[:10]
+
+
+def _fiedler(adjacency: csr_matrix, degree: np.ndarray) -> np.ndarray:
+    """The second eigenvector of the normalised adjacency D^-1/2 W D^-1/2, scaled back by D^-1/2.
+
+    Its sign pattern is the relaxed normalised cut; the top eigenvector (sqrt of the degrees, the
+    same for every graph) is projected out so ARPACK only looks for the one that separates.
+    """
+    root = np.sqrt(degree)
+    scale = diags(1.0 / root)
+    normalised = (scale @ adjacency @ scale).tocsr()
+    top = root / np.linalg.norm(root)
+    n = degree.size
+    # ARPACK on the sparse operator only: no dense LAPACK call, whose threads stall on a busy machine
+    op = LinearOperator((n, n), matvec=lambda x: normalised @ x - top * (top @ x), dtype=np.float64)
+    # a fixed start vector: the same graph gives the same vector, run after run
+    start = np.random.default_rng(0).standard_normal(n)
+    try:
+        _, vectors = eigsh(op, k=1, which="LA", v0=start, tol=1e-3, maxiter=20 * n)
+        vector = vectors[:, 0]
+    except ArpackNoConvergence as exc:
+        vector = exc.eigenvectors[:, 0] if exc.eigenvectors.shape[1] else np.zeros(n)
+    except ArpackError:
+        vector = np.zeros(n)
+    return vector / root
+
+
+def _best_cut(adjacency: csr_matrix, customer: np.ndarray, *, min_size: int) -> tuple[np.ndarray, float] | None:
+    """The sweep cut of lowest conductance that leaves at least `min_size` customers on either side.
+
+    Nodes sorted by their Fiedler value (ties by index), every prefix is a candidate side; its
+    volume, the weight inside it and so the weight crossing it come from cumulative sums, one pass.
+    Returns (mask of the prefix side, its conductance), or None when no cut keeps both sides rings.
+    """
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    n = degree.size
+    if n < 2 or not (degree > 0).all():
+        return None
+    fiedler = _fiedler(adjacency, degree)
+    # values equal up to rounding are one position: the order must not depend on the last bits
+    order = np.lexsort((np.arange(n), np.round(fiedler, 9)))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    coo = adjacency.tocoo()
+    # an entry is inside prefix k once both its ends are: W holds each edge twice, as vol does
+    inside = np.bincount(np.maximum(rank[coo.row], rank[coo.col]), weights=coo.data, minlength=n).cumsum()
+    volume = degree[order].cumsum()
+    total = volume[-1]
+    crossing = volume - inside
+    smaller = np.minimum(volume, total - volume)
+    cust = customer[order]
+    counted = np.flatnonzero(cust >= 0)
+    _, first = np.unique(cust[counted], return_index=True)
+    _, last_rev = np.unique(cust[counted][::-1], return_index=True)
+    last = counted.size - 1 - last_rev
+    before = np.bincount(counted[first], minlength=n).cumsum()
+    n_customers = first.size
+    after = n_customers - np.bincount(counted[last], minlength=n).cumsum()
+    valid = (before >= min_size) & (after >= min_size) & (smaller > 0)
+    if not valid.any():
+        return None
+    conductance = np.full(n, np.inf)
+    conductance[valid] = crossing[valid] / smaller[valid]
+    k = int(np.argmin(conductance))
+    side = np.zeros(n, dtype=bool)
+    side[order[: k + 1]] = True
+    return side, float(conductance[k])
+
+
+def communities(
+    adjacency: csr_matrix,
+    customer: np.ndarray,
+    *,
+    min_size: int,
+    max_conductance: float = MAX_CONDUCTANCE,
+) -> np.ndarray:
+    """Community label of every node of a weighted undirected graph: components, cut where thin.
+
+    `adjacency` is symmetric with non-negative weights; `customer[i]` is node i's independent
+    customer (an integer code: accounts of one organisation share one) or -1 for a node that does
+    not count towards a ring's size (a shared value, an account too weakly linked to be a member).
+    Each connected component is cut in two by its lowest-conductance spectral sweep cut while that
+    conductance is below `max_conductance` and both sides keep `min_size` customers, and each side
+    again: two campaigns joined by one shared value or one bridging account come apart, one dense
+    group does not, and a fringe too small to be a ring stays with the community it hangs on to.
+    Labels are a function of the graph as indexed: callers index nodes in a canonical (sorted) order.
+    """
+    n = adjacency.shape[0]
+    _, labels = connected_components(adjacency, directed=False)
+    labels = labels.astype(np.int64)
+    if n == 0:
+        return labels
+    counted = customer >= 0
+    # only a component with two rings' worth of customers can be cut
+    pairs = np.unique(np.stack([labels[counted], customer[counted]]), axis=1)
+    per_label = np.bincount(pairs[0], minlength=labels.max() + 1)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.cumsum(np.bincount(labels, minlength=labels.max() + 1))[:-1]
+    todo = [part for part in np.split(order, bounds) if per_label[labels[part[0]]] >= 2 * min_size]
+    next_label = int(labels.max()) + 1
+    while todo:
+        nodes = todo.pop()
+        cut = _best_cut(adjacency[nodes][:, nodes].tocsr(), customer[nodes], min_size=min_size)
+        if cut is None or cut[1] >= max_conductance:
+            continue
+        side = nodes[cut[0]]
+        labels[side] = next_label
+        next_label += 1
+        todo.extend(
+            part
+            for part in (side, nodes[~cut[0]])
+            if np.unique(customer[part][customer[part] >= 0]).size >= 2 * min_size
+        )
+    return labels
+
+
+def _codes(values: pl.Series) -> np.ndarray:
+    """Integer codes of string values, by sorted value: the same values get the same codes."""
+    return values.rank("dense").cast(pl.Int64).to_numpy() - 1
 
 
 def _no_rings() -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -110,6 +235,7 @@ def candidate_rings(
     dims: tuple[str, ...] = LINK_DIMS,
     popularity: pl.DataFrame | None = None,
     min_wrapper_share: float = MIN_WRAPPER_SHARE,
+    max_conductance: float = MAX_CONDUCTANCE,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group suspicious accounts into rings.
 
@@ -173,20 +299,23 @@ def candidate_rings(
     n_a, n_v = a_index.height, values.height
     rows = e.get_column("_a").to_numpy().astype(np.int64)
     cols = e.get_column("_v").to_numpy().astype(np.int64) + n_a
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_a + n_v, n_a + n_v))
-    _, labels = connected_components(graph, directed=False)
+    weights = e.get_column("_w").to_numpy()
+    half = coo_matrix((weights, (rows, cols)), shape=(n_a + n_v, n_a + n_v))
     # an account tied to the others by a single shared value may be a coincidence (one proxy
     # address, one common phrase); ring members must share at least `min_degree` values (a key a
     # targeted account used only once counts ONCE_WEIGHT)
     degree = e.group_by(s.ACCOUNT_ID).agg(pl.col("_w").sum().alias("_deg"))
-    comp = (
-        a_index.with_columns(pl.Series("_c", labels[:n_a]))
-        .join(degree, on=s.ACCOUNT_ID)
-        .filter(pl.col("_deg") >= min_degree)
+    accounts_of = (
+        a_index.join(degree, on=s.ACCOUNT_ID)
+        .join(held.select(s.ACCOUNT_ID, "_org").unique(s.ACCOUNT_ID), on=s.ACCOUNT_ID)
+        .sort("_a")
     )
-    members = _rings_of(
-        comp.join(held.select(s.ACCOUNT_ID, "_org").unique(s.ACCOUNT_ID), on=s.ACCOUNT_ID), min_size=min_size
-    )
+    member = (accounts_of.get_column("_deg") >= min_degree).to_numpy()
+    customer = np.full(n_a + n_v, -1, dtype=np.int64)
+    customer[:n_a] = np.where(member, _codes(accounts_of.get_column("_org")), -1)
+    labels = communities((half + half.T).tocsr(), customer, min_size=min_size, max_conductance=max_conductance)
+    comp = accounts_of.with_columns(pl.Series("_c", labels[:n_a])).filter(pl.Series(member))
+    members = _rings_of(comp, min_size=min_size)
     if members.height == 0:
         return _no_rings()
     return members, _evidence(e, members)
@@ -201,6 +330,7 @@ def pairwise_rings(
     min_bridge: int | None = None,
     min_suspicious_share: float = 0.5,
     min_size: int = 3,
+    max_conductance: float = MAX_CONDUCTANCE,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rings of young capability-targeted accounts linked pair by pair by the wrapper keys they share.
 
@@ -247,18 +377,20 @@ def pairwise_rings(
         partnered[shared.col[pair]] = True
         bridge = (shared.row < shared.col) & (shared.data >= min_bridge)
         pair |= bridge & partnered[shared.row] & partnered[shared.col]
-    graph = coo_matrix((np.ones(int(pair.sum())), (shared.row[pair], shared.col[pair])), shape=(n_a, n_a))
-    _, labels = connected_components(graph, directed=False)
+    # two accounts sharing many keys are tied more closely than two sharing a prompt's worth
+    half = coo_matrix((shared.data[pair], (shared.row[pair], shared.col[pair])), shape=(n_a, n_a))
     linked = np.zeros(n_a, dtype=bool)
     linked[shared.row[pair]] = True
     linked[shared.col[pair]] = True
     comp = (
-        a_index.with_columns(pl.Series("_c", labels), pl.Series("_linked", linked))
-        .filter("_linked")
+        a_index.with_columns(pl.Series("_linked", linked))
         .join(orgs.select(s.ACCOUNT_ID, pl.col(VALUE).alias("_org")), on=s.ACCOUNT_ID, how="left")
         .with_columns(pl.coalesce("_org", s.ACCOUNT_ID).alias("_org"))
+        .sort("_a")
     )
-    members = _rings_of(comp, min_size=min_size)
+    customer = np.where(linked, _codes(comp.get_column("_org")), -1)
+    labels = communities((half + half.T).tocsr(), customer, min_size=min_size, max_conductance=max_conductance)
+    members = _rings_of(comp.with_columns(pl.Series("_c", labels)).filter("_linked"), min_size=min_size)
     if members.height == 0:
         return _no_rings()
     return members, _evidence(e.with_columns(pl.lit(TEMPLATE).alias(DIM)), members, min_members=2)

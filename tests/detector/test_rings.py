@@ -1,12 +1,22 @@
-"""Ring membership: who a shared wrapper phrase ties to a ring, and who it does not."""
+"""Ring membership: who a shared wrapper phrase ties to a ring, who it does not, and which ring."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+from scipy.sparse import csr_matrix
 
-from detector.rings import MIN_WRAPPER_SHARE, N_ACCOUNTS, candidate_rings, pairwise_rings
+from core import schema as s
+from detector.rings import (
+    MAX_CONDUCTANCE,
+    MIN_WRAPPER_SHARE,
+    N_ACCOUNTS,
+    candidate_rings,
+    communities,
+    pairwise_rings,
+)
 from features.clusters import TEMPLATE
-from features.volume import ORG, VALUE
+from features.volume import ORG, PAYMENT, VALUE
 
 RING = [f"m{i}" for i in range(6)]
 # the ring's wrapper: its four head keys and two suffix keys, reused by every member
@@ -89,3 +99,112 @@ def test_one_prompt_of_an_account_without_a_two_prompt_partner_links_nobody() ->
     holdings = {**BRIDGED, "a1": BRIDGED["a1"][:-7], "b1": BRIDGED["b1"][:-7]}
     holdings["u"] = _prompt("p") + _prompt("r")
     assert _pairwise(holdings, min_bridge=7) == []
+
+
+# --- communities: one ring per campaign, not per connected component ---
+
+CAMPAIGN_A = [f"a{i:02d}" for i in range(8)]
+CAMPAIGN_B = [f"b{i:02d}" for i in range(6)]
+
+
+def _campaign(accounts: list[str], name: str) -> list[tuple[str, str, str]]:
+    """A campaign's accounts sharing its own user agent, payment instrument and wrapper."""
+    shared = ((s.USER_AGENT, f"{name}-client/1"), (PAYMENT, f"{name}-card"), (TEMPLATE, f"{name}-wrapper"))
+    return [(a, dim, val) for a in accounts for dim, val in shared]
+
+
+def _rings(links: pl.DataFrame, suspicious: list[str], max_conductance: float = MAX_CONDUCTANCE) -> list[list[str]]:
+    members, _ = candidate_rings(links, pl.Series(suspicious), min_size=3, max_conductance=max_conductance)
+    return sorted(sorted(p.get_column("account_id").to_list()) for p in members.partition_by("ring_id"))
+
+
+def test_two_campaigns_joined_by_one_shared_value_are_two_rings() -> None:
+    # one datacenter address used by two accounts of A and one of B: evidence, and a bridge
+    bridge = [(a, s.IP, "203.0.113.9") for a in (CAMPAIGN_A[0], CAMPAIGN_A[1], CAMPAIGN_B[0])]
+    links = _links(_campaign(CAMPAIGN_A, "a") + _campaign(CAMPAIGN_B, "b") + bridge)
+    assert _rings(links, CAMPAIGN_A + CAMPAIGN_B) == [CAMPAIGN_A, CAMPAIGN_B]
+    # without the community step the bridge made them one ring
+    assert _rings(links, CAMPAIGN_A + CAMPAIGN_B, max_conductance=0.0) == [sorted(CAMPAIGN_A + CAMPAIGN_B)]
+
+
+def test_two_campaigns_joined_by_one_bridging_account_are_two_rings() -> None:
+    # an account holding both campaigns' client and card: it joins one of them, not both together
+    bridge = [("x", dim, val) for row in (_campaign(["x"], "a")[:2], _campaign(["x"], "b")[:2]) for _, dim, val in row]
+    links = _links(_campaign(CAMPAIGN_A, "a") + _campaign(CAMPAIGN_B, "b") + bridge)
+    rings = _rings(links, [*CAMPAIGN_A, *CAMPAIGN_B, "x"])
+    assert len(rings) == 2
+    assert {tuple(r) for r in rings} & {tuple(CAMPAIGN_A), tuple(CAMPAIGN_B)}
+    assert sorted(a for r in rings for a in r) == sorted([*CAMPAIGN_A, *CAMPAIGN_B, "x"])
+
+
+def test_one_dense_campaign_is_not_split() -> None:
+    # every member shares the client and card; pairs of members also share an address of their own
+    pairs = [(a, s.IP, f"198.51.100.{i // 2}") for i, a in enumerate(CAMPAIGN_A + CAMPAIGN_B)]
+    links = _links(_campaign(CAMPAIGN_A + CAMPAIGN_B, "a") + pairs)
+    assert _rings(links, CAMPAIGN_A + CAMPAIGN_B) == [sorted(CAMPAIGN_A + CAMPAIGN_B)]
+
+
+def test_a_fringe_too_small_to_be_a_ring_stays_with_its_community() -> None:
+    # two accounts hanging on A by one shared address and a wrapper of their own are members of A
+    fringe = ["f1", "f2"]
+    extra = [(a, s.IP, "203.0.113.9") for a in [*fringe, CAMPAIGN_A[0]]] + [(a, TEMPLATE, "f-wrapper") for a in fringe]
+    extra += [(a, TEMPLATE, "f-wrapper") for a in CAMPAIGN_A[:1]]
+    links = _links(_campaign(CAMPAIGN_A, "a") + extra)
+    assert _rings(links, [*CAMPAIGN_A, *fringe]) == [sorted([*CAMPAIGN_A, *fringe])]
+
+
+def test_rings_do_not_depend_on_row_order() -> None:
+    bridge = [(a, s.IP, "203.0.113.9") for a in (CAMPAIGN_A[0], CAMPAIGN_A[1], CAMPAIGN_B[0])]
+    links = _links(_campaign(CAMPAIGN_A, "a") + _campaign(CAMPAIGN_B, "b") + bridge)
+    suspicious = pl.Series([*CAMPAIGN_A, *CAMPAIGN_B])
+    members, evidence = candidate_rings(links, suspicious, min_size=3)
+    for seed in range(5):
+        shuffled = candidate_rings(
+            links.sample(fraction=1.0, shuffle=True, seed=seed), suspicious.shuffle(seed), min_size=3
+        )
+        assert shuffled[0].sort("account_id").equals(members.sort("account_id"))
+        assert shuffled[1].equals(evidence)
+
+
+def test_two_early_rings_bridged_by_one_account_are_two_rings() -> None:
+    # two groups of young accounts, each pair within a group sharing two prompts' worth of keys;
+    # one account of A also shares two prompts with one account of B
+    group_a = {f"a{i}": _prompt("pa") + _prompt("qa", 2) for i in range(5)}
+    group_b = {f"b{i}": _prompt("pb") + _prompt("qb", 2) for i in range(5)}
+    holdings = {**group_a, **group_b}
+    for a in ("a0", "b0"):
+        holdings[a] = holdings[a] + _prompt("x") + _prompt("y", 2)
+    # without the community step the pair a0-b0 made them one ring
+    joined = _pairwise_rings(holdings, min_bridge=7, max_conductance=0.0)
+    assert joined == [sorted([*group_a, *group_b])]
+    rings = _pairwise_rings(holdings, min_bridge=7)
+    assert rings == [sorted(group_a), sorted(group_b)]
+    for seed in range(3):
+        order = dict(sorted(holdings.items(), key=lambda kv: hash((seed, kv[0]))))
+        assert _pairwise_rings(order, min_bridge=7) == rings
+
+
+def _pairwise_rings(
+    holdings: dict[str, list[str]], min_bridge: int | None, max_conductance: float = MAX_CONDUCTANCE
+) -> list[list[str]]:
+    keys = pl.DataFrame([(a, k) for a, ks in holdings.items() for k in ks], schema=["account_id", VALUE], orient="row")
+    popularity = keys.group_by(VALUE).agg(pl.len().alias(N_ACCOUNTS))
+    orgs = pl.DataFrame(schema={"account_id": pl.String, VALUE: pl.String})
+    members, _ = pairwise_rings(
+        keys, popularity, orgs, min_shared=9, min_bridge=min_bridge, min_size=3, max_conductance=max_conductance
+    )
+    return sorted(sorted(p.get_column("account_id").to_list()) for p in members.partition_by("ring_id"))
+
+
+def test_communities_cut_a_thin_bridge_only() -> None:
+    # two cliques of 6 joined by one edge: cut there; one clique of 12: not cut
+    clique = np.ones((6, 6)) - np.eye(6)
+    two = np.block([[clique, np.zeros((6, 6))], [np.zeros((6, 6)), clique]])
+    two[5, 6] = two[6, 5] = 1.0
+    labels = communities(csr_matrix(two), np.arange(12), min_size=3)
+    assert np.unique(labels[:6]).size == 1 and np.unique(labels[6:]).size == 1 and labels[0] != labels[6]
+    one = np.ones((12, 12)) - np.eye(12)
+    assert np.unique(communities(csr_matrix(one), np.arange(12), min_size=3)).size == 1
+    # the same graph indexed the other way round gives the same partition
+    flipped = communities(csr_matrix(two[::-1, ::-1]), np.arange(12), min_size=3)[::-1]
+    assert (flipped[:, None] == flipped[None, :]).tolist() == (labels[:, None] == labels[None, :]).tolist()
