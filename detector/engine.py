@@ -853,7 +853,7 @@ class DetectionEngine:
         return next(fresh, f"{ring_id_for(members)}-{len(taken)}")
 
     def _capability_shares(self, members: pl.DataFrame) -> dict[str, dict[str, float]]:
-        """Per component: share of its members' targeted prompts by capability, largest first."""
+        """Per ring (community): share of its members' targeted prompts by capability, largest first."""
         per = (
             self._template_rows(members.get_column(s.ACCOUNT_ID))
             .join(members.select(s.ACCOUNT_ID, RING_ID), on=s.ACCOUNT_ID)

@@ -10,12 +10,14 @@ of at least `min_size` accounts, are candidate rings.
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix, csr_matrix, diags
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
+from threadpoolctl import ThreadpoolController
 
 from core import schema as s
 from features.clusters import TEMPLATE, TEMPLATE_ONCE
@@ -33,8 +35,11 @@ ONCE_WEIGHT = 0.125
 # over 99% of ticks, a benchmark harness sharing one suffix with a ring stays at 0.08-0.4
 MIN_WRAPPER_SHARE = 0.5
 # a component is cut in two where the weight crossing the cut is below this share of the smaller
-# side's total weight (conductance): campaigns bridged by a shared value or account are far below
-# (TODO measured), any cut of one campaign's dense sharing far above
+# side's total weight (conductance). Measured on the per-tick linking inputs of seeds 7 and 8: a bulk
+# ring and the rest 0.009-0.012; low-and-slow and evasive rings of different wrapper families
+# 0.06-0.105 (seed 7), of the same family 0.13-0.16 (seed 8: their paraphrases draw on one
+# vocabulary, and stay one ring); cuts inside one ring mostly above 0.17, down to 0.04 in the first
+# hour of a sparse low-and-slow ring (its pieces are rings of their own until it densifies)
 MAX_CONDUCTANCE = 0.1
 _DIM_LABELS = {
     s.IP: "IP addresses",
@@ -59,22 +64,31 @@ def _fiedler(adjacency: csr_matrix, degree: np.ndarray) -> np.ndarray:
     same for every graph) is projected out so ARPACK only looks for the one that separates.
     """
     root = np.sqrt(degree)
-    scale = diags(1.0 / root)
-    normalised = (scale @ adjacency @ scale).tocsr()
+    normalised = adjacency.copy()
+    rows = np.repeat(np.arange(degree.size), np.diff(adjacency.indptr))
+    normalised.data = normalised.data / (root[rows] * root[adjacency.indices])
     top = root / np.linalg.norm(root)
     n = degree.size
-    # ARPACK on the sparse operator only: no dense LAPACK call, whose threads stall on a busy machine
     op = LinearOperator((n, n), matvec=lambda x: normalised @ x - top * (top @ x), dtype=np.float64)
     # a fixed start vector: the same graph gives the same vector, run after run
     start = np.random.default_rng(0).standard_normal(n)
-    try:
-        _, vectors = eigsh(op, k=1, which="LA", v0=start, tol=1e-3, maxiter=20 * n)
-        vector = vectors[:, 0]
-    except ArpackNoConvergence as exc:
-        vector = exc.eigenvectors[:, 0] if exc.eigenvectors.shape[1] else np.zeros(n)
-    except ArpackError:
-        vector = np.zeros(n)
+    # ARPACK's small dense steps gain nothing from BLAS threads, and on a busy machine wait for them
+    # (measured: 72 ms instead of a few for a 1,300-node component at load 7 on 2 cores)
+    with _blas().limit(limits=1, user_api="blas"):
+        try:
+            _, vectors = eigsh(op, k=1, which="LA", v0=start, tol=1e-3, maxiter=20 * n)
+            vector = vectors[:, 0]
+        except ArpackNoConvergence as exc:
+            vector = exc.eigenvectors[:, 0] if exc.eigenvectors.shape[1] else np.zeros(n)
+        except ArpackError:
+            vector = np.zeros(n)
     return vector / root
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    """The BLAS thread pools, found once (finding them scans the loaded libraries)."""
+    return ThreadpoolController()
 
 
 def _best_cut(adjacency: csr_matrix, customer: np.ndarray, *, min_size: int) -> tuple[np.ndarray, float] | None:
@@ -137,11 +151,12 @@ def communities(
     group does not, and a fringe too small to be a ring stays with the community it hangs on to.
     Labels are a function of the graph as indexed: callers index nodes in a canonical (sorted) order.
     """
+    if adjacency.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    twin, adjacency, customer = _without_twins(adjacency, customer)
     n = adjacency.shape[0]
     _, labels = connected_components(adjacency, directed=False)
     labels = labels.astype(np.int64)
-    if n == 0:
-        return labels
     counted = customer >= 0
     # only a component with two rings' worth of customers can be cut
     pairs = np.unique(np.stack([labels[counted], customer[counted]]), axis=1)
@@ -152,7 +167,8 @@ def communities(
     next_label = int(labels.max()) + 1
     while todo:
         nodes = todo.pop()
-        cut = _best_cut(adjacency[nodes][:, nodes].tocsr(), customer[nodes], min_size=min_size)
+        sub = adjacency if nodes.size == n else adjacency[nodes][:, nodes].tocsr()
+        cut = _best_cut(sub, customer[nodes], min_size=min_size)
         if cut is None or cut[1] >= max_conductance:
             continue
         side = nodes[cut[0]]
@@ -163,7 +179,31 @@ def communities(
             for part in (side, nodes[~cut[0]])
             if np.unique(customer[part][customer[part] >= 0]).size >= 2 * min_size
         )
-    return labels
+    return labels[twin]
+
+
+def _without_twins(adjacency: csr_matrix, customer: np.ndarray) -> tuple[np.ndarray, csr_matrix, np.ndarray]:
+    """Merge the non-customer nodes with identical weighted neighbourhoods into one node.
+
+    A ring's template keys are held by the same members (every band of every prompt of its fixed
+    wrapper): as one node of summed weight they cut exactly as they did apart, at a fraction of the
+    spectral work. Returns each original node's merged index, the merged graph and its customers.
+    """
+    n = adjacency.shape[0]
+    adjacency = adjacency.tocsr()
+    adjacency.sort_indices()
+    # a row's fingerprint: its weights against fixed random numbers (same rows, same bits)
+    fingerprint = adjacency @ np.random.default_rng(0).random(n)
+    free = customer < 0
+    key = np.where(free, 0, np.arange(n) + 1)
+    _, first, twin = np.unique(
+        np.stack([key, fingerprint.view(np.int64)]), axis=1, return_index=True, return_inverse=True
+    )
+    twin = twin.ravel()
+    if first.size == n:
+        return np.arange(n), adjacency, customer
+    merge = csr_matrix((np.ones(n), (np.arange(n), twin)), shape=(n, first.size))
+    return twin, (merge.T @ adjacency @ merge).tocsr(), customer[first]
 
 
 def _codes(values: pl.Series) -> np.ndarray:
@@ -243,7 +283,9 @@ def candidate_rings(
     accounts when `popularity` (dim, value, n_accounts: how many accounts of the whole population
     hold each value) is given — the cheap form when the population is large. An account links
     by wrapper keys only when at least `min_wrapper_share` of its own are ring evidence (see
-    `_own_wrappers_unlinked`). Returns
+    `_own_wrappers_unlinked`). A ring is a community of the account-value graph (weighted like
+    `min_degree`), not a whole component: two campaigns bridged by a value or an account are two
+    rings (`communities`, `max_conductance`). Returns
     (account_id, ring_id, ring_size) for ring members and (ring_id, dim, value, n_members) —
     the shared values that tie each ring together, its evidence.
     """
@@ -344,8 +386,8 @@ def pairwise_rings(
     `min_bridge`, two accounts that each already have such a partner are also linked when they share
     `min_bridge` keys (one prompt's worth): two disjoint pairs of a ring bridged by one prompt are one
     ring, while an account without a two-prompt partner (an app user sharing the app's system prompt,
-    at most 8 keys with anyone) still links nobody. Connected components of those pairwise links, of
-    at least `min_size` independent customers, are rings.
+    at most 8 keys with anyone) still links nobody. Communities of those pairwise links, weighted by
+    the keys each pair shares (`communities`), of at least `min_size` independent customers, are rings.
     Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
     `candidate_rings`.
     """
