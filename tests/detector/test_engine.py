@@ -197,3 +197,21 @@ def test_one_call_over_many_ticks_decides_as_the_ticks_one_at_a_time() -> None:
     # the ring is blocked, its members as they join it: decisions at several ticks, each at its own
     assert {d.action for d in decisions} >= {"block"}
     assert len({d.decided_at for d in decisions}) >= 2
+
+
+def test_a_ring_that_splits_keeps_its_id_on_its_larger_piece() -> None:
+    from detector.engine import Flag
+
+    engine = DetectionEngine(CONFIG)
+    t = datetime(2026, 5, 1, tzinfo=UTC)
+    accounts = [f"m{i}" for i in range(7)]
+    for a in accounts:
+        engine.flags[a] = Flag(a, t, 0.9, t, ring_id="r-old")
+    taken: set[str] = set()
+    larger = engine._ring_identity(accounts[:4], taken=taken)
+    taken.add(larger)
+    smaller = engine._ring_identity(accounts[4:], taken=taken)
+    assert larger == "r-old"
+    assert smaller not in {"r-old", larger}
+    # the same piece asks again next tick: the same new id (its lowest member's)
+    assert engine._ring_identity(accounts[4:], taken={"r-old"}) == smaller

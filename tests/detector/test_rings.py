@@ -208,3 +208,19 @@ def test_communities_cut_a_thin_bridge_only() -> None:
     # the same graph indexed the other way round gives the same partition
     flipped = communities(csr_matrix(two[::-1, ::-1]), np.arange(12), min_size=3)[::-1]
     assert (flipped[:, None] == flipped[None, :]).tolist() == (labels[:, None] == labels[None, :]).tolist()
+
+
+def test_two_rings_sharing_one_member_stay_two() -> None:
+    # the engine's merge of candidate and early rings: accounts and rings are nodes, membership
+    # edges; ring A (8 accounts) and ring E (6) share one account, ring B (5) shares 4 with E
+    ring_a, ring_e, ring_b = range(8), range(7, 13), range(9, 14)
+    rows, cols = [], []
+    for part, members in enumerate((ring_a, ring_e, ring_b)):
+        rows += list(members)
+        cols += [14 + part] * len(members)
+    half = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(17, 17))
+    customer = np.r_[np.arange(14), -np.ones(3, dtype=np.int64)]
+    labels = communities((half + half.T).tocsr(), customer, min_size=3)
+    assert labels[14] != labels[15]  # A is not merged with E through their one shared account
+    assert labels[15] == labels[16]  # E and B, sharing most of B, are one ring
+    assert np.unique(labels[:7]).size == 1 and labels[0] == labels[14]
