@@ -698,6 +698,9 @@ class DetectionEngine:
                 continue
             ring_id = self._ring_identity(ids, taken=taken)
             taken.add(ring_id)
+            # a piece of a ring that split was first flagged when that ring was, not when it split off
+            known = {f.ring_id for a in ids if (f := self.flags.get(a)) is not None and f.ring_id}
+            first_flagged = min((self.rings[r].first_flagged_ts for r in known if r in self.rings), default=tick)
             action = "block" if ring_score >= 0.8 and len(ids) >= 10 else "require_kyc"
             for acct, sc, n, share in part.select(s.ACCOUNT_ID, SCORE, v.N_EVENTS, pr.TARGETED_SHARE).iter_rows():
                 flag = self.flags.get(acct)
@@ -717,7 +720,7 @@ class DetectionEngine:
                 ring_id=ring_id,
                 members=ids,
                 score=ring_score,
-                first_flagged_ts=previous.first_flagged_ts if previous else tick,
+                first_flagged_ts=previous.first_flagged_ts if previous else first_flagged,
                 evidence=[
                     f"capability-targeted prompts: {targeted_mean:.0%} of members' prompts"
                     + (f" ({', '.join(f'{k} {v:.0%}' for k, v in caps.items())})" if caps else ""),

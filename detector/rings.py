@@ -160,11 +160,24 @@ def communities(
     counted = customer >= 0
     # only a component with two rings' worth of customers can be cut
     pairs = np.unique(np.stack([labels[counted], customer[counted]]), axis=1)
-    per_label = np.bincount(pairs[0], minlength=labels.max() + 1)
+    n_labels = int(labels.max()) + 1
+    per_label = np.bincount(pairs[0], minlength=n_labels)
+    # nor a star (one node holding all the others: one shared value after twins merged, one ring
+    # of the merge that overlaps no other): every cut of it crosses all of the smaller side
+    row = np.repeat(np.arange(n), np.diff(adjacency.indptr))
+    edges = np.bincount(labels[row], minlength=n_labels)
+    hub = np.zeros(n_labels, dtype=np.int64)
+    np.maximum.at(hub, labels, np.diff(adjacency.indptr))
+    size = np.bincount(labels, minlength=n_labels)
+    star = (edges == 2 * (size - 1)) & (hub == size - 1)
     order = np.argsort(labels, kind="stable")
-    bounds = np.cumsum(np.bincount(labels, minlength=labels.max() + 1))[:-1]
-    todo = [part for part in np.split(order, bounds) if per_label[labels[part[0]]] >= 2 * min_size]
-    next_label = int(labels.max()) + 1
+    bounds = np.cumsum(size)[:-1]
+    todo = [
+        part
+        for part in np.split(order, bounds)
+        if per_label[labels[part[0]]] >= 2 * min_size and not star[labels[part[0]]]
+    ]
+    next_label = n_labels
     while todo:
         nodes = todo.pop()
         sub = adjacency if nodes.size == n else adjacency[nodes][:, nodes].tocsr()
