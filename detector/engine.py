@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import numpy as np
 import polars as pl
@@ -47,7 +47,7 @@ SCORE = "score"
 _LINKED_COL, _EARLY_COL = "_linked", "_early"
 _LINKED, _EARLY = pl.col(_LINKED_COL), pl.col(_EARLY_COL)
 # per-tick plans are small and many: the in-memory engine starts faster than the streaming one
-POLARS_ENGINE = "in-memory"
+POLARS_ENGINE: Final = "in-memory"
 PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE)
 MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
 
@@ -262,9 +262,9 @@ class DetectionEngine:
             events = self._drop_duplicates(events)
         if events.height:
             self.buffer = pl.concat([self.buffer, events.select(list(s.EVENT_SCHEMA))])
-            lo, hi = events.get_column(s.TS).min(), events.get_column(s.TS).max()
-            self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)  # type: ignore[type-var]
-            self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)  # type: ignore[type-var]
+            lo, hi = cast(datetime, events.get_column(s.TS).min()), cast(datetime, events.get_column(s.TS).max())
+            self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
+            self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
         if self.last_ts is None:
             return []
         return self._run_due(self.last_ts if watermark is None else watermark)
@@ -298,7 +298,7 @@ class DetectionEngine:
     def _next_tick(self) -> datetime | None:
         if not self.buffer.height:
             return None
-        boundary = self._boundary_after(self.buffer.get_column(s.TS).min())
+        boundary = self._boundary_after(cast(datetime, self.buffer.get_column(s.TS).min()))
         # late events (before the last tick) are taken at the next tick, never at a past one
         return boundary if self.last_tick is None else max(boundary, self.last_tick + self._step)
 
@@ -599,11 +599,11 @@ class DetectionEngine:
                 flag.solo, flag.active = True, True
                 changed.append(flag)
         # flagged accounts that were active get their score refreshed
-        for i, acct in enumerate(id_list):
-            flag = self.flags.get(acct)
-            if flag is not None and acct in active_set and flag.last_scored_ts != tick:
-                flag.score, flag.last_scored_ts, flag.n_events = float(scores[i]), tick, int(n_events[i])
-                changed.append(flag)
+        for j, acct in enumerate(id_list):
+            scored = self.flags.get(acct)
+            if scored is not None and acct in active_set and scored.last_scored_ts != tick:
+                scored.score, scored.last_scored_ts, scored.n_events = float(scores[j]), tick, int(n_events[j])
+                changed.append(scored)
         return changed
 
     def _link(self, tick: datetime, eligible: pl.DataFrame, *, force: bool) -> tuple[list[Ring], list[Flag]]:

@@ -86,7 +86,7 @@ class _SortedECDF:
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """The detector's score of each row of `X`, as PyOD computes it."""
         if not hasattr(self, "sorted_train_"):
-            return super().decision_function(X)  # type: ignore[misc, no-any-return]  # inside fit: PyOD scores the training data
+            return super().decision_function(X)  # type: ignore[misc]  # inside fit: PyOD scores the training data
         return self._combine(*self._tails(np.asarray(X, dtype=np.float64)))
 
     def _combine(self, u_l: np.ndarray, u_r: np.ndarray, u_skew: np.ndarray) -> np.ndarray:
@@ -164,7 +164,7 @@ class FlatIForest(IForest):
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Outlier score of each row of `X` (higher = more anomalous), as PyOD's IForest gives it."""
         check_is_fitted(self, ["decision_scores_", "threshold_", "labels_"])
-        return -(self._score_samples(check_array(X)) - self.detector_.offset_)  # type: ignore[no-any-return]
+        return -(self._score_samples(check_array(X)) - self.detector_.offset_)
 
     def _flatten(self) -> None:
         """Per-tree node arrays: split feature, threshold, (left, right) child, leaf path length.
@@ -211,7 +211,7 @@ class FlatIForest(IForest):
         )
         if not self.denominator_:
             return -np.ones(X.shape[0])
-        return -(2 ** (-np.divide(depths, self.denominator_)))  # type: ignore[no-any-return]
+        return -(2 ** (-np.divide(depths, self.denominator_)))
 
 
 @nb.njit(cache=True)
@@ -255,7 +255,7 @@ class AccountEnsemble:
         # floor the spread so constant features do not blow up into infinite z-scores
         self.scale_ = np.maximum(q75 - q25, 1e-3)
         Zs = (Z - self.median_) / self.scale_
-        self.detectors_ = [
+        self.detectors_: list[Any] = [
             SortedECOD(contamination=self.contamination),
             SortedCOPOD(contamination=self.contamination),
             FlatIForest(contamination=self.contamination, random_state=self.random_state, n_estimators=100),
