@@ -1,6 +1,6 @@
 """Kafka throughput: raw kafka-python consume rate vs one `distillguard consume` worker, same topic.
 
-    python bench/bench_kafka.py [--events 300000] [--profile] [--work DIR --topic TOPIC]
+    python bench/bench_kafka.py [--events 300000] [--days 1] [--profile] [--work DIR --topic TOPIC]
 
 Against the real broker (DISTILLGUARD_KAFKA_BOOTSTRAP, default 127.0.0.1:9092): simulates N events,
 pads each to about 1.3 KB with an unknown field (as gateways add their own), produces them to a
@@ -37,7 +37,9 @@ PAD_FIELD = b',"gateway_trace":"'
 PAD_ALPHABET = b"0123456789abcdefghijklmnopqrstuvwxyz" * 64
 
 
-def simulate_padded(work: Path, events: int, pad_to: int, seed: int) -> tuple[Path, Path, int, float]:
+def simulate_padded(
+    work: Path, events: int, pad_to: int, seed: int, days: float = 1.0
+) -> tuple[Path, Path, int, float]:
     """Simulated events padded to about `pad_to` bytes each; returns (file, accounts, count, mean size)."""
     from simulator import simulate
 
@@ -46,7 +48,7 @@ def simulate_padded(work: Path, events: int, pad_to: int, seed: int) -> tuple[Pa
         seed=seed,
         out_dir=work / "sim",
         accounts=max(1000, events // 100),
-        days=1.0,
+        days=days,
         target_events=events,
         corpus=corpus if corpus.is_file() else None,
     )
@@ -215,6 +217,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--pad-to", type=int, default=1300, help="bytes per event (about)")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--days",
+        type=float,
+        default=1.0,
+        help="event-time span of the simulated events: the engine's work per 15-minute tick is paid "
+        "per tick, so a sparse span (the default) measures it and a short one (1/24: one hour) measures "
+        "the per-event cost at a production-like density",
+    )
     parser.add_argument("--bootstrap", default=os.environ.get("DISTILLGUARD_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temp dir)")
     parser.add_argument("--batch-size", type=int, default=50_000, help="worker's records per poll")
@@ -243,7 +253,7 @@ def main() -> None:
         print(f"reusing {topic} and its {produced:,} events")
     else:
         t = time.perf_counter()
-        events, accounts, n, mean = simulate_padded(work, args.events, args.pad_to, args.seed)
+        events, accounts, n, mean = simulate_padded(work, args.events, args.pad_to, args.seed, args.days)
         print(f"simulated {n:,} events, mean {mean:,.0f} bytes, in {time.perf_counter() - t:.1f} s")
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         produced, seconds = produce(args.bootstrap, topic, events)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import numpy as np
 import polars as pl
@@ -33,6 +33,7 @@ from detector.rings import (
     communities,
     describe_evidence,
     pairwise_rings,
+    prompt_snippet,
     ring_id_for,
 )
 from detector.state import ACCOUNT_INDEX, KEY_BITS, AccountIndex, KeyCounts, fold_key
@@ -47,7 +48,7 @@ SCORE = "score"
 _LINKED_COL, _EARLY_COL = "_linked", "_early"
 _LINKED, _EARLY = pl.col(_LINKED_COL), pl.col(_EARLY_COL)
 # per-tick plans are small and many: the in-memory engine starts faster than the streaming one
-POLARS_ENGINE = "in-memory"
+POLARS_ENGINE: Final = "in-memory"
 PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE)
 MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
 
@@ -57,6 +58,8 @@ _CODE = "capability_code"
 _KEY = "_key"
 # the tick an event is processed at, while several ticks' events are prepared in one pass
 _TICK = "_tick"
+# a sampled prompt's row in one pass's fingerprinted sample: where a wrapper key's example text is
+_ROW = "_row"
 _CODE_BITS = 3
 _CAPABILITY_CODES = pl.DataFrame(
     {pr.CAPABILITY: list(pr.CAPABILITIES), _CODE: pl.Series(range(len(pr.CAPABILITIES)), dtype=pl.UInt64)}
@@ -113,6 +116,9 @@ class DetectorConfig:
     # it) once it falls this far below the solo rule: a benchmark harness walking one dataset looks
     # single-template for a few runs, a harvester stays that way
     solo_release_margin: float = 0.1
+    # example prompts kept for ring evidence (detector/engine.py `_note_examples`): ~200 bytes each;
+    # past this many, the half whose keys fewest accounts hold are dropped
+    max_key_examples: int = 50_000
     # a redelivered or retried event within this much event time is recognised by its event_id
     dedupe_horizon: timedelta = timedelta(hours=24)
     random_state: int = 42
@@ -128,6 +134,8 @@ class _TickInput:
     distinct: pl.DataFrame
     templates: pl.DataFrame
     keys: pl.DataFrame
+    # the pass's sampled prompt texts, which keys' _ROW points into (shared by its ticks)
+    prompts: pl.Series
 
 
 @dataclass
@@ -227,6 +235,9 @@ class DetectionEngine:
         self.key_counts = KeyCounts()
         # how many accounts used each wrapper key (account index 0 of a KeyCounts: key -> holders)
         self.key_holders = KeyCounts()
+        # a short example prompt of wrapper keys that targeted accounts share (ring evidence quotes it)
+        self.key_examples: dict[int, str] = {}
+        self._noted_keys = np.zeros(0, dtype=np.uint64)
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
         # every account's sampled prompts and their targeted share, whatever its volume: ring
         # candidates by their prompts (`_targeted`, `_young_targeted`) are read off it
@@ -262,9 +273,9 @@ class DetectionEngine:
             events = self._drop_duplicates(events)
         if events.height:
             self.buffer = pl.concat([self.buffer, events.select(list(s.EVENT_SCHEMA))])
-            lo, hi = events.get_column(s.TS).min(), events.get_column(s.TS).max()
-            self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)  # type: ignore[type-var]
-            self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)  # type: ignore[type-var]
+            lo, hi = cast(datetime, events.get_column(s.TS).min()), cast(datetime, events.get_column(s.TS).max())
+            self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
+            self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
         if self.last_ts is None:
             return []
         return self._run_due(self.last_ts if watermark is None else watermark)
@@ -298,7 +309,7 @@ class DetectionEngine:
     def _next_tick(self) -> datetime | None:
         if not self.buffer.height:
             return None
-        boundary = self._boundary_after(self.buffer.get_column(s.TS).min())
+        boundary = self._boundary_after(cast(datetime, self.buffer.get_column(s.TS).min()))
         # late events (before the last tick) are taken at the next tick, never at a past one
         return boundary if self.last_tick is None else max(boundary, self.last_tick + self._step)
 
@@ -342,19 +353,22 @@ class DetectionEngine:
             cl.prompt_sample(lf, per_account=self.config.prompt_sample_per_tick, group_by=by),
             keys=True,
             wrapper_keys_only=True,
-        )
+        ).with_row_index(_ROW)
         templates = pr.template_counts(fp, group_by=by).join(_CAPABILITY_CODES.lazy(), on=pr.CAPABILITY)
-        keys = cl.template_key_counts(fp, group_by=by)
-        volume_df, distinct_df, templates_df, keys_df = pl.collect_all(
-            [volume, distinct, templates, keys], engine=POLARS_ENGINE
+        keys = cl.template_key_counts(fp, group_by=by, first_row=_ROW)
+        # the fingerprinting is one shared subplan of these queries (collect_all caches it), so the
+        # prompt texts and the rows the key counts point at come from the same evaluation
+        volume_df, distinct_df, templates_df, keys_df, prompts_df = pl.collect_all(
+            [volume, distinct, templates, keys, fp.select(s.PROMPT)], engine=POLARS_ENGINE
         )
+        prompts = prompts_df.get_column(s.PROMPT)
         tid = fold_key(templates_df.get_column(pr.TEMPLATE_ID).to_numpy())
         code = templates_df.get_column(_CODE).to_numpy().astype(np.uint64)
         templates_df = templates_df.select(
             *by, pl.Series(_KEY, (tid >> np.uint64(_CODE_BITS) << np.uint64(_CODE_BITS)) | code), pr.N
         )
         keys_df = keys_df.select(
-            *by, pl.Series(_KEY, fold_key(keys_df.get_column(cl.TEMPLATE_KEY).to_numpy())), cl.KEY_COUNT
+            *by, pl.Series(_KEY, fold_key(keys_df.get_column(cl.TEMPLATE_KEY).to_numpy())), cl.KEY_COUNT, _ROW
         )
 
         def per_tick(df: pl.DataFrame) -> Callable[[datetime], pl.DataFrame]:
@@ -366,7 +380,9 @@ class DetectionEngine:
             per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df)
         )
         return {
-            tick: _TickInput(events.drop(_TICK), volume_of(tick), distinct_of(tick), templates_of(tick), keys_of(tick))
+            tick: _TickInput(
+                events.drop(_TICK), volume_of(tick), distinct_of(tick), templates_of(tick), keys_of(tick), prompts
+            )
             for (tick,), events in due.partition_by(_TICK, as_dict=True, maintain_order=True).items()
         }
 
@@ -380,7 +396,7 @@ class DetectionEngine:
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
         self.volume_state = _merge_touched(self.volume_state, part.volume, v.merge_volume_state)
         self._add_distinct(part.distinct)
-        self._update_prompt_state(part.templates, part.keys)
+        self._update_prompt_state(part.templates, part.keys, part.prompts)
         # only active accounts' features can have changed: finalise just those
         prompt_features = self._prompt_features(self._template_rows(active).lazy()).collect(engine=POLARS_ENGINE)
         self._update_template_links(active, prompt_features)
@@ -425,8 +441,8 @@ class DetectionEngine:
         new = partials.join(known, on=list(v.DISTINCT_STATE_SCHEMA), how="anti")
         self.distinct_state = _compact(pl.concat([self.distinct_state, new], rechunk=False))
 
-    def _update_prompt_state(self, templates: pl.DataFrame, keys: pl.DataFrame) -> None:
-        """Merge a tick's template and wrapper-key count partials (see `_prepare`)."""
+    def _update_prompt_state(self, templates: pl.DataFrame, keys: pl.DataFrame, prompts: pl.Series) -> None:
+        """Merge a tick's template and wrapper-key count partials (see `_prepare`), noting examples of shared keys."""
         if templates.height == 0:
             return
         # accounts get their dense index tick by tick, in the same order whatever the batching
@@ -444,6 +460,44 @@ class DetectionEngine:
             fresh = self.key_counts.add_new(idx, key, keys.get_column(cl.KEY_COUNT).to_numpy())
             # an account's first use of a key makes it one more holder of that key
             self.key_holders.add(np.zeros(fresh.size, dtype=np.uint64), fresh, np.ones(fresh.size, dtype=np.int64))
+            self._note_examples(keys, prompts)
+
+    def _note_examples(self, keys: pl.DataFrame, prompts: pl.Series) -> None:
+        """Keep an example prompt of wrapper keys that capability-targeted accounts share: evidence quotes it.
+
+        Only a key two or more accounts hold can be evidence, and only a ring candidate's keys
+        are ever shown; a population sending the same popular prompts shares hundreds of
+        thousands of keys, so examples are kept for the keys that accounts whose prompts mostly
+        target capabilities (as of the previous tick) use, as a short snippet. The example is the
+        tick's lowest sampled row using the key: the same whatever the batching.
+        """
+        share = self.config.targeted_candidate_share
+        targeted = self.prompt_summary.filter(pl.col(pr.TARGETED_SHARE) >= share).select(s.ACCOUNT_ID)
+        rows = keys.join(targeted, on=s.ACCOUNT_ID, how="semi")
+        if rows.height == 0:
+            return
+        key = rows.get_column(_KEY).to_numpy()
+        # any key they used this tick, not only keys new to them: an account is known as targeted
+        # only from its second tick, when a ring's wrapper keys are no longer new to it
+        noted = self._noted_keys  # sorted
+        new = np.ones(key.size, dtype=bool)
+        if noted.size:
+            new = noted[np.minimum(np.searchsorted(noted, key), noted.size - 1)] != key
+        new[new] = self.key_holders.counts_of(np.zeros(int(new.sum()), dtype=np.uint64), key[new]) >= 2
+        if not new.any():
+            return
+        first = rows.filter(pl.Series(new)).group_by(_KEY).agg(pl.col(_ROW).min()).sort(_KEY)
+        texts = prompts.gather(first.get_column(_ROW)).to_list()
+        for k, text in zip(first.get_column(_KEY).to_list(), texts, strict=True):
+            self.key_examples[k] = prompt_snippet(text)
+        self._noted_keys = np.union1d(self._noted_keys, first.get_column(_KEY).to_numpy())
+        if self._noted_keys.size > self.config.max_key_examples:
+            # weeks of history: keep the examples of the most widely held keys (evidence shows the top ones)
+            holders = self.key_holders.counts_of(np.zeros(self._noted_keys.size, dtype=np.uint64), self._noted_keys)
+            order = np.lexsort((self._noted_keys, -holders))
+            self._noted_keys = np.sort(self._noted_keys[order[: self.config.max_key_examples // 2]])
+            for k in set(self.key_examples) - set(self._noted_keys.tolist()):
+                del self.key_examples[k]
 
     def _template_rows(self, accounts: pl.Series) -> pl.DataFrame:
         """Template-count partials (account_id, template_id, capability, n) of `accounts`."""
@@ -599,11 +653,11 @@ class DetectionEngine:
                 flag.solo, flag.active = True, True
                 changed.append(flag)
         # flagged accounts that were active get their score refreshed
-        for i, acct in enumerate(id_list):
-            flag = self.flags.get(acct)
-            if flag is not None and acct in active_set and flag.last_scored_ts != tick:
-                flag.score, flag.last_scored_ts, flag.n_events = float(scores[i]), tick, int(n_events[i])
-                changed.append(flag)
+        for j, acct in enumerate(id_list):
+            scored = self.flags.get(acct)
+            if scored is not None and acct in active_set and scored.last_scored_ts != tick:
+                scored.score, scored.last_scored_ts, scored.n_events = float(scores[j]), tick, int(n_events[j])
+                changed.append(scored)
         return changed
 
     def _link(self, tick: datetime, eligible: pl.DataFrame, *, force: bool) -> tuple[list[Ring], list[Flag]]:
@@ -724,7 +778,9 @@ class DetectionEngine:
                 evidence=[
                     f"capability-targeted prompts: {targeted_mean:.0%} of members' prompts"
                     + (f" ({', '.join(f'{k} {v:.0%}' for k, v in caps.items())})" if caps else ""),
-                    *describe_evidence(evidence.filter(pl.col(RING_ID) == str(component)), str(component)),
+                    *describe_evidence(
+                        evidence.filter(pl.col(RING_ID) == str(component)), str(component), examples=self.key_examples
+                    ),
                 ],
                 capabilities=caps,
             )

@@ -110,7 +110,7 @@ def _add_ring_figures(out: dict[str, Any], truth: dict[str, Any], report: dict[s
             main_ring=main,
             main_ring_share=held[main] / len(caught) if main is not None and caught else 0.0,
         )
-    rings = []
+    rings: list[dict[str, Any]] = []
     for ring_id, ms in sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         counts = Counter(campaign_of[a] for a in ms if a in campaign_of)
         dominant = min(counts, key=lambda k: (-counts[k], k)) if counts else None

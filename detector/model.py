@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba as nb
 import numpy as np
 import polars as pl
 import pyod
@@ -23,6 +24,10 @@ from pyod.models.copod import COPOD
 from pyod.models.ecod import ECOD
 from pyod.models.ecod import skew as pyod_skew  # scipy's skew with NaN (constant column) -> 0
 from pyod.models.iforest import IForest
+from sklearn.ensemble import IsolationForest
+from sklearn.ensemble._iforest import _average_path_length
+from sklearn.utils import check_array
+from sklearn.utils.validation import check_is_fitted
 
 from core.errors import ModelMismatch
 
@@ -81,7 +86,7 @@ class _SortedECDF:
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """The detector's score of each row of `X`, as PyOD computes it."""
         if not hasattr(self, "sorted_train_"):
-            return super().decision_function(X)  # type: ignore[misc, no-any-return]  # inside fit: PyOD scores the training data
+            return super().decision_function(X)  # type: ignore[misc]  # inside fit: PyOD scores the training data
         return self._combine(*self._tails(np.asarray(X, dtype=np.float64)))
 
     def _combine(self, u_l: np.ndarray, u_r: np.ndarray, u_skew: np.ndarray) -> np.ndarray:
@@ -122,6 +127,114 @@ class SortedCOPOD(_SortedECDF, COPOD):
         return np.maximum(u_skew, (u_l + u_r) / 2).sum(axis=1)
 
 
+class FlatIForest(IForest):
+    """PyOD's IForest, its trees walked as arrays: the same scores without sklearn's per-tree calls.
+
+    sklearn's IsolationForest scores a call tree by tree (a validated `apply` and a locked sum
+    each): ~10 ms for a handful of rows, paid every tick; with a contamination it also scores
+    the whole training set inside `fit`, and PyOD then scores it again. Here the fitted trees
+    are flattened into padded node arrays once, every row descends all trees together (a tree
+    is at most `max_depth` splits deep), and path lengths are summed tree by tree in sklearn's
+    order, so scores are sklearn's to the bit (tested). The training set is scored once.
+    """
+
+    def fit(self, X: np.ndarray, y: Any = None) -> FlatIForest:
+        """PyOD's fit, the training set scored once by the flattened trees."""
+        X = check_array(X)
+        self._set_n_classes(y)
+        # contamination="auto": sklearn would otherwise score all of X to place offset_
+        self.detector_ = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=self.max_samples,
+            contamination="auto",
+            max_features=self.max_features,
+            bootstrap=self.bootstrap,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+            verbose=self.verbose,
+        ).fit(X)
+        self._flatten()
+        samples = self._score_samples(X)
+        # the offset sklearn would have placed for this contamination, so detector_ stays sklearn's
+        self.detector_.offset_ = np.percentile(samples, 100.0 * self.contamination)
+        self.decision_scores_ = -(samples - self.detector_.offset_)
+        self._process_decision_scores()
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Outlier score of each row of `X` (higher = more anomalous), as PyOD's IForest gives it."""
+        check_is_fitted(self, ["decision_scores_", "threshold_", "labels_"])
+        return -(self._score_samples(check_array(X)) - self.detector_.offset_)
+
+    def _flatten(self) -> None:
+        """Per-tree node arrays: split feature, threshold, (left, right) child, leaf path length.
+
+        A leaf is its own child (feature 0, either way back to itself), so every row takes the
+        same number of steps down every tree and the walk has no branches.
+        """
+        forest = self.detector_
+        if forest._max_features != forest.n_features_in_:
+            raise ValueError("FlatIForest needs every feature in every tree (max_features=1.0)")
+        trees = [e.tree_ for e in forest.estimators_]
+        width = max(t.node_count for t in trees)
+        shape = (len(trees), width)
+        self.feature_ = np.zeros(shape, dtype=np.int32)
+        self.threshold_node_ = np.zeros(shape)
+        self.child_ = np.zeros((*shape, 2), dtype=np.int32)
+        self.path_ = np.zeros(shape)
+        self.steps_ = 0
+        for i, (t, depth, avg) in enumerate(
+            zip(trees, forest._decision_path_lengths, forest._average_path_length_per_tree, strict=True)
+        ):
+            n = t.node_count
+            leaf = t.children_left[:n] < 0
+            own = np.arange(n)
+            self.feature_[i, :n] = np.where(leaf, 0, t.feature[:n])
+            self.threshold_node_[i, :n] = t.threshold[:n]
+            self.child_[i, :n, 0] = np.where(leaf, own, t.children_left[:n])
+            self.child_[i, :n, 1] = np.where(leaf, own, t.children_right[:n])
+            # what sklearn adds per tree for a row ending in this leaf
+            self.path_[i, :n] = depth + avg - 1.0
+            self.steps_ = max(self.steps_, int(depth.max()))
+        self.denominator_ = len(trees) * float(_average_path_length([forest.max_samples_])[0])
+
+    def _score_samples(self, X: np.ndarray) -> np.ndarray:
+        """sklearn's `score_samples` (lower = more abnormal), computed on the flattened trees."""
+        # sklearn compares float32 inputs with float64 thresholds
+        depths = _forest_depths(
+            np.ascontiguousarray(X, dtype=np.float32),
+            self.feature_,
+            self.threshold_node_,
+            self.child_,
+            self.path_,
+            self.steps_,
+        )
+        if not self.denominator_:
+            return -np.ones(X.shape[0])
+        return -(2 ** (-np.divide(depths, self.denominator_)))
+
+
+@nb.njit(cache=True)
+def _forest_depths(
+    X: np.ndarray, feature: np.ndarray, threshold: np.ndarray, child: np.ndarray, path: np.ndarray, steps: int
+) -> np.ndarray:
+    """Per row, the sum over trees (in tree order, as sklearn adds them) of its leaf's path length."""
+    n = X.shape[0]
+    out = np.zeros(n)
+    node = np.zeros(n, dtype=np.int32)
+    for t in range(feature.shape[0]):
+        f, th, ch, p = feature[t], threshold[t], child[t], path[t]
+        node[:] = 0
+        # level by level over all rows: the rows' walks are independent, so they overlap in the CPU
+        for _ in range(steps):
+            for r in range(n):
+                k = node[r]
+                node[r] = ch[k, np.int64(np.float64(X[r, f[k]]) > th[k])]
+        for r in range(n):
+            out[r] += p[node[r]]
+    return out
+
+
 class AccountEnsemble:
     """ECOD + COPOD + IForest over log-scaled, robustly standardised account features."""
 
@@ -142,10 +255,10 @@ class AccountEnsemble:
         # floor the spread so constant features do not blow up into infinite z-scores
         self.scale_ = np.maximum(q75 - q25, 1e-3)
         Zs = (Z - self.median_) / self.scale_
-        self.detectors_ = [
+        self.detectors_: list[Any] = [
             SortedECOD(contamination=self.contamination),
             SortedCOPOD(contamination=self.contamination),
-            IForest(contamination=self.contamination, random_state=self.random_state, n_estimators=100),
+            FlatIForest(contamination=self.contamination, random_state=self.random_state, n_estimators=100),
         ]
         self.train_scores_ = []
         for det in self.detectors_:

@@ -10,6 +10,7 @@ of at least `min_size` accounts, are candidate rings.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from functools import cache
 
 import numpy as np
@@ -451,13 +452,36 @@ def pairwise_rings(
     return members, _evidence(e.with_columns(pl.lit(TEMPLATE).alias(DIM)), members, min_members=2)
 
 
-def describe_evidence(evidence: pl.DataFrame, ring_id: str, *, top: int = 3) -> list[str]:
-    """Human-readable lines of what a ring's members share, strongest first."""
+def prompt_snippet(text: str, *, width: int = 120) -> str:
+    """A prompt cut to about `width` characters for display: its start and its end, whitespace collapsed."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    # a wrapper sits at the start or the end of the prompt: keep both, drop the middle
+    head = (width * 3) // 5
+    return f"{flat[:head].rstrip()} … {flat[-(width - head - 3) :].lstrip()}"
+
+
+def describe_evidence(
+    evidence: pl.DataFrame, ring_id: str, *, top: int = 3, examples: Mapping[int, str] | None = None
+) -> list[str]:
+    """Human-readable lines of what a ring's members share, strongest first.
+
+    `examples` maps a wrapper key to an example prompt that used it: a shared template is quoted,
+    since a hash says nothing to the analyst who has to recognise the harvester's wrapper.
+    """
     rows = evidence.filter(pl.col(RING_ID) == ring_id)
     out = []
     for dim in rows.get_column(DIM).unique(maintain_order=True).to_list():
         part = rows.filter(pl.col(DIM) == dim).head(top)
-        shown = ", ".join(f"{v} ({n})" for v, n in part.select(VALUE, "n_members").iter_rows())
+        pairs = part.select(VALUE, "n_members").iter_rows()
+        if dim == TEMPLATE and examples:
+            shown = ", ".join(
+                f"{v} ({n})" + (f' e.g. "{examples[int(v)]}"' if v.isdigit() and int(v) in examples else "")
+                for v, n in pairs
+            )
+        else:
+            shown = ", ".join(f"{v} ({n})" for v, n in pairs)
         total = rows.filter(pl.col(DIM) == dim).height
         out.append(f"shared {_DIM_LABELS.get(dim, dim)}: {total} value(s), top {shown}")
     return out

@@ -40,7 +40,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 @contextmanager
-def _fail_cleanly():  # type: ignore[no-untyped-def]
+def _fail_cleanly():
     """Domain errors become one clear line and exit code 2, not a traceback."""
     try:
         yield

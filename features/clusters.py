@@ -46,16 +46,21 @@ def prompt_sample(
 
 
 def template_key_counts(
-    fingerprinted: pl.LazyFrame, *, group_by: str | Sequence[str] = s.ACCOUNT_ID
+    fingerprinted: pl.LazyFrame, *, group_by: str | Sequence[str] = s.ACCOUNT_ID, first_row: str | None = None
 ) -> pl.LazyFrame:
-    """Partials: (group_by..., template_key, count) from events carrying TEMPLATE_KEYS."""
+    """Partials: (group_by..., template_key, count) from events carrying TEMPLATE_KEYS.
+
+    With `first_row` (a row-number column of `fingerprinted`), each partial also carries the
+    lowest row that used the key: a pointer to an example prompt, not a copy of its text.
+    """
     by = [group_by] if isinstance(group_by, str) else list(group_by)
+    rows = [pl.col(first_row)] if first_row else []
     return (
-        fingerprinted.select(*by, pl.col(TEMPLATE_KEYS).alias(TEMPLATE_KEY))
+        fingerprinted.select(*by, *rows, pl.col(TEMPLATE_KEYS).alias(TEMPLATE_KEY))
         .explode(TEMPLATE_KEY)
         .drop_nulls(TEMPLATE_KEY)
         .group_by(*by, TEMPLATE_KEY)
-        .agg(pl.len().cast(pl.Int64).alias(KEY_COUNT))
+        .agg(pl.len().cast(pl.Int64).alias(KEY_COUNT), *(r.min() for r in rows))
     )
 
 

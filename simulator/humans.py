@@ -161,8 +161,9 @@ def human_events(
     start is given (e.g. a homework deadline), on top of the diurnal ones.
     """
     spec = spec or ResponseSpec()
-    days = (h.hi - h.lo) / c.DAY_MS
-    n_sess = np.maximum(1, rng.poisson(h.rate * days / h.session_mean))
+    # an account that signs up too close to the window's end to start a session sends nothing
+    days = np.maximum(h.hi - h.lo, 0) / c.DAY_MS
+    n_sess = np.where(days > 0, np.maximum(1, rng.poisson(h.rate * days / h.session_mean)), 0)
     sa = np.repeat(np.arange(len(h)), n_sess)
     starts = diurnal_times(rng, h.tz[sa], h.profile[sa], h.lo[sa], h.hi[sa])
     lengths = rng.geometric(1.0 / h.session_mean[sa])

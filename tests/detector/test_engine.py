@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -136,6 +137,25 @@ def test_batch_boundaries_do_not_change_flags(cuts: list[int]) -> None:
     engine = run(batches)
     assert flags_of(engine) == flags_of(ONE_PASS)
     assert engine.volume_state.sort(s.ACCOUNT_ID).equals(ONE_PASS.volume_state.sort(s.ACCOUNT_ID))
+    assert engine.key_examples == ONE_PASS.key_examples
+
+
+def test_ring_evidence_quotes_the_shared_wrapper() -> None:
+    (ring,) = [r for r in ONE_PASS.rings.values() if "ring00" in r.members]
+    templates = [e for e in ring.evidence if e.startswith("shared prompt templates")]
+    assert templates, ring.evidence
+    # an analyst sees the harvester's wrapper, not only a hash of it
+    assert 'e.g. "Think step by step and show all of your reasoning before the final answer: problem ' in templates[0]
+    # examples are kept for the wrappers of capability-targeted accounts, not for everyone's prompts
+    assert not any("tell me about" in text for text in ONE_PASS.key_examples.values())
+
+
+def test_key_examples_are_bounded() -> None:
+    engine = DetectionEngine(replace(CONFIG, max_key_examples=4))
+    engine.ingest(EVENTS)
+    engine.flush()
+    assert 0 < len(engine.key_examples) <= 4
+    assert set(engine.key_examples) == set(engine._noted_keys.tolist())
 
 
 def test_redelivered_events_are_counted_once() -> None:

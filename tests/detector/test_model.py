@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from pyod.models.copod import COPOD
 from pyod.models.ecod import ECOD
+from pyod.models.iforest import IForest
 
-from detector.model import AccountEnsemble, SortedCOPOD, SortedECOD
+from detector.model import AccountEnsemble, FlatIForest, SortedCOPOD, SortedECOD
 
 
 @pytest.mark.parametrize(("fast", "reference"), [(SortedECOD, ECOD), (SortedCOPOD, COPOD)])
@@ -33,3 +34,19 @@ def test_training_scores_are_what_decision_function_gives_the_training_rows() ->
     np.testing.assert_allclose(model.decision_scores_, model.decision_function(X), atol=2 / len(X))
     outlier = np.array([[X[:, 0].max() * 50, 0.0, X[:, 2].max() * 50, 0.0]])
     assert model.decision_function(outlier)[0] > np.quantile(model.decision_scores_, 0.99)
+
+
+@pytest.mark.parametrize("n", [1, 2, 40, 256, 3000])
+def test_flat_iforest_scores_bit_for_bit_as_pyod(n: int) -> None:
+    rng = np.random.default_rng(n)
+    X = np.round(rng.lognormal(size=(n, 7)), 2)
+    X[:, 3] = 1.0  # a constant column: never split on
+    X[:, 5] = np.round(X[:, 5])  # ties sit exactly on thresholds
+    Y = np.round(np.vstack([rng.lognormal(size=(300, 7)) * 1.7, X[:50]]), 2)
+    ours = FlatIForest(contamination=0.02, random_state=42, n_estimators=100).fit(X)
+    theirs = IForest(contamination=0.02, random_state=42, n_estimators=100).fit(X)
+    # exact equality: the ensemble ranks these scores, so a last-bit difference could move a flag
+    assert np.array_equal(ours.decision_scores_, theirs.decision_scores_)
+    assert np.array_equal(ours.decision_function(Y), theirs.decision_function(Y))
+    assert ours.threshold_ == theirs.threshold_ or (np.isnan(ours.threshold_) and np.isnan(theirs.threshold_))
+    assert np.array_equal(ours.predict(Y), theirs.predict(Y))

@@ -11,12 +11,15 @@ from detector.rings import (
     MAX_CONDUCTANCE,
     MIN_WRAPPER_SHARE,
     N_ACCOUNTS,
+    RING_ID,
     candidate_rings,
     communities,
+    describe_evidence,
     pairwise_rings,
+    prompt_snippet,
 )
 from features.clusters import TEMPLATE
-from features.volume import ORG, PAYMENT, VALUE
+from features.volume import DIM, ORG, PAYMENT, VALUE
 
 RING = [f"m{i}" for i in range(6)]
 # the ring's wrapper: its four head keys and two suffix keys, reused by every member
@@ -99,6 +102,29 @@ def test_one_prompt_of_an_account_without_a_two_prompt_partner_links_nobody() ->
     holdings = {**BRIDGED, "a1": BRIDGED["a1"][:-7], "b1": BRIDGED["b1"][:-7]}
     holdings["u"] = _prompt("p") + _prompt("r")
     assert _pairwise(holdings, min_bridge=7) == []
+
+
+def test_prompt_snippet_keeps_both_ends_of_a_long_prompt() -> None:
+    text = "You are a grader.\n\n  Score   this answer " + "x" * 500 + " Reply with a JSON rubric."
+    snip = prompt_snippet(text, width=80)
+    assert len(snip) <= 80
+    assert snip.startswith("You are a grader. Score this answer") and snip.endswith("Reply with a JSON rubric.")
+    assert " … " in snip
+    assert prompt_snippet("short  one\n") == "short one"
+
+
+def test_evidence_quotes_an_example_of_a_shared_template() -> None:
+    evidence = pl.DataFrame(
+        {
+            RING_ID: ["r1", "r1", "r1"],
+            DIM: [TEMPLATE, TEMPLATE, s.IP],
+            VALUE: ["12", "34", "10.0.0.1"],
+            "n_members": [9, 7, 5],
+        }
+    )
+    lines = describe_evidence(evidence, "r1", examples={12: "Think step by step: <question>"})
+    assert 'top 12 (9) e.g. "Think step by step: <question>", 34 (7)' in lines[0]
+    assert lines[1].endswith("top 10.0.0.1 (5)")
 
 
 # --- communities: one ring per campaign, not per connected component ---
