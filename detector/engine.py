@@ -752,9 +752,6 @@ class DetectionEngine:
                 continue
             ring_id = self._ring_identity(ids, taken=taken)
             taken.add(ring_id)
-            # a piece of a ring that split was first flagged when that ring was, not when it split off
-            known = {f.ring_id for a in ids if (f := self.flags.get(a)) is not None and f.ring_id}
-            first_flagged = min((self.rings[r].first_flagged_ts for r in known if r in self.rings), default=tick)
             action = "block" if ring_score >= 0.8 and len(ids) >= 10 else "require_kyc"
             for acct, sc, n, share in part.select(s.ACCOUNT_ID, SCORE, v.N_EVENTS, pr.TARGETED_SHARE).iter_rows():
                 flag = self.flags.get(acct)
@@ -769,6 +766,9 @@ class DetectionEngine:
                 flag.ring_id, flag.action, flag.n_events, flag.active = ring_id, action, int(n), True
                 in_ring.add(acct)
             previous = self.rings.get(ring_id)
+            # a new ring that split off another was flagged when most of its members were, not when
+            # it split off (the median: strays flagged earlier with another campaign do not count)
+            first_flagged = sorted(self.flags[a].first_flagged_ts for a in ids)[(len(ids) - 1) // 2]
             caps = capabilities.get(str(component), {})
             ring = Ring(
                 ring_id=ring_id,
