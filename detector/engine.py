@@ -118,7 +118,11 @@ class DetectorConfig:
     # 1 tick, 8 ticks (2 h) surface the evasive ring of 404 at 10:45 (33 min, was 78) and change
     # nothing on 7, 8 or 808 (808's ring members take turns: no two share a tick before 07:30);
     # without the triangle 5 app users join on seed 8, with partnered accounts allowed 1-4 app or
-    # benign accounts per seed. k = 2 common ticks surfaces nothing sooner. None: off
+    # benign accounts per seed; 2 common ticks surface nothing sooner. Replayed, no account is
+    # flagged at the end that was not before, but some are flagged for a while and released
+    # (alerts the evaluation does not count): +1 app user on 404 and on 1202, and +18 (10 app
+    # users, 6 benign, 2 campus) on the hold-out 1303, 12 of them at 01:30 of the first day when
+    # nearly every account is young. None: off
     early_co_active_keys: int | None = 7
     early_co_active_ticks: int = 1
     early_co_active_horizon: int = 8
