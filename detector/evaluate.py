@@ -20,11 +20,15 @@ def evaluate(truth: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"truth file is not {TRUTH_SCHEMA_ID}")
     labels: dict[str, dict[str, Any]] = truth["accounts"]
     flagged = {a["account_id"]: a for a in report.get("accounts", []) if a.get("flagged")}
+    # flagged at some point, released since: the gateway acted on them meanwhile (a false alarm
+    # to a legitimate account even if the final report no longer lists it as flagged)
+    ever = {a["account_id"] for a in report.get("accounts", []) if a.get("flagged") or a.get("first_flagged_ts")}
     attackers = {a for a, v in labels.items() if v["label"] == "attacker"}
     benign = {a for a, v in labels.items() if v["label"] != "attacker"}
     unknown = set(flagged) - set(labels)
     tp = len(set(flagged) & attackers)
     fp = len(set(flagged) & benign)
+    fp_ever = len(ever & benign)
     out: dict[str, Any] = {
         "accounts": {
             "flagged": len(flagged),
@@ -36,12 +40,16 @@ def evaluate(truth: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
             "precision": tp / len(flagged) if flagged else 1.0,
             "recall": tp / len(attackers) if attackers else 1.0,
             "benign_false_positive_rate": fp / len(benign) if benign else 0.0,
+            "ever_flagged": len(ever),
+            "ever_false_positives": fp_ever,
+            "benign_false_positive_rate_ever": fp_ever / len(benign) if benign else 0.0,
         }
     }
     groups = []
     for g in truth.get("lookalikes", []):
         members = set(g["accounts"])
         n_fp = len(members & set(flagged))
+        n_ever = len(members & ever)
         groups.append(
             {
                 "group_id": g["group_id"],
@@ -49,6 +57,8 @@ def evaluate(truth: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
                 "accounts": len(members),
                 "flagged": n_fp,
                 "flagged_share": n_fp / len(members) if members else 0.0,
+                "ever_flagged": n_ever,
+                "ever_flagged_share": n_ever / len(members) if members else 0.0,
             }
         )
     out["lookalikes"] = groups

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from datetime import timedelta
 from functools import cache
 
 import numpy as np
@@ -21,6 +22,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 from threadpoolctl import ThreadpoolController
 
 from core import schema as s
+from features import synchrony as sy
 from features.clusters import TEMPLATE, TEMPLATE_ONCE
 from features.volume import DIM, EMAIL_SHAPE, IP_PREFIX, ORG, PAYMENT, SIGNUP_PREFIX, VALUE
 
@@ -384,6 +386,9 @@ def pairwise_rings(
     *,
     min_shared: int = 9,
     min_bridge: int | None = None,
+    windows: pl.DataFrame | None = None,
+    min_co_active_shared: int | None = None,
+    min_co_active_ticks: int = 1,
     min_suspicious_share: float = 0.5,
     min_size: int = 3,
     max_conductance: float = MAX_CONDUCTANCE,
@@ -402,6 +407,10 @@ def pairwise_rings(
     ring, while an account without a two-prompt partner (an app user sharing the app's system prompt,
     at most 8 keys with anyone) still links nobody. Communities of those pairwise links, weighted by
     the keys each pair shares (`communities`), of at least `min_size` independent customers, are rings.
+    With `windows` (account_id, active_windows: masks of the recent ticks each account was active in,
+    features/synchrony.py) and `min_co_active_shared`, two accounts without a two-prompt partner are
+    also linked by that many keys when they were active in at least `min_co_active_ticks` common
+    ticks and the link closes a triangle of such links (see `_co_active_links`).
     Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
     `candidate_rings`.
     """
@@ -425,14 +434,23 @@ def pairwise_rings(
     )
     shared = (incidence @ incidence.T).tocoo()
     pair = (shared.row < shared.col) & (shared.data >= min_shared)
-    if not pair.any():
-        return _no_rings()
+    partnered = np.zeros(n_a, dtype=bool)
+    partnered[shared.row[pair]] = True
+    partnered[shared.col[pair]] = True
     if min_bridge is not None and min_bridge < min_shared:
-        partnered = np.zeros(n_a, dtype=bool)
-        partnered[shared.row[pair]] = True
-        partnered[shared.col[pair]] = True
         bridge = (shared.row < shared.col) & (shared.data >= min_bridge)
         pair |= bridge & partnered[shared.row] & partnered[shared.col]
+    if windows is not None and min_co_active_shared is not None:
+        w = (
+            a_index.join(windows.select(s.ACCOUNT_ID, sy.ACTIVE_WINDOWS), on=s.ACCOUNT_ID, how="left")
+            .sort("_a")
+            .get_column(sy.ACTIVE_WINDOWS)
+            .fill_null(0)
+            .to_numpy()
+        )
+        pair |= _co_active_links(shared, partnered, w, min_shared=min_co_active_shared, min_ticks=min_co_active_ticks)
+    if not pair.any():
+        return _no_rings()
     # two accounts sharing many keys are tied more closely than two sharing a prompt's worth
     half = coo_matrix((shared.data[pair], (shared.row[pair], shared.col[pair])), shape=(n_a, n_a))
     linked = np.zeros(n_a, dtype=bool)
@@ -450,6 +468,37 @@ def pairwise_rings(
     if members.height == 0:
         return _no_rings()
     return members, _evidence(e.with_columns(pl.lit(TEMPLATE).alias(DIM)), members, min_members=2)
+
+
+def _co_active_links(
+    shared: coo_matrix, partnered: np.ndarray, windows: np.ndarray, *, min_shared: int, min_ticks: int
+) -> np.ndarray:
+    """Which entries of `shared` (pairs' shared key counts) are co-activity links.
+
+    An evasive ring's aged accounts share one prompt's worth of wrapper keys pairwise (7-8) long
+    before any two of them share two prompts' worth, and so do app users (an app's system prompt:
+    8 band keys). What tells them apart is when they act: measured on the recordings of seeds 404,
+    808, 7 and 8, each link of the 404 ring's first triangle had both accounts active in a common
+    15-minute tick of the last two hours, app users' triangles did not. A link needs
+    `min_shared` keys, `min_ticks` common ticks in `windows`, and a third account linked the same
+    way to both ends (one coincidental co-active pair is not a ring); accounts that already have a
+    two-prompt partner are left to the stronger rules: every look-alike or benign account a looser
+    form of this rule pulled in hung off a busy ring member it was co-active with by chance.
+    """
+    upper = shared.row < shared.col
+    fresh = ~partnered[shared.row] & ~partnered[shared.col]
+    ticks = sy.co_active_ticks(windows[shared.row], windows[shared.col])
+    co = upper & fresh & (shared.data >= min_shared) & (ticks >= min_ticks)
+    if not co.any():
+        return co
+    n = partnered.size
+    adj = coo_matrix((np.ones(int(co.sum())), (shared.row[co], shared.col[co])), shape=(n, n)).tocsr()
+    adj = ((adj + adj.T) > 0).astype(np.int64)
+    # a link closes a triangle when its two ends have a common neighbour
+    common = np.asarray((adj[shared.row[co]].multiply(adj[shared.col[co]])).sum(axis=1)).ravel()
+    out = np.zeros_like(co)
+    out[np.flatnonzero(co)[common > 0]] = True
+    return out
 
 
 def prompt_snippet(text: str, *, width: int = 120) -> str:
@@ -485,3 +534,31 @@ def describe_evidence(
         total = rows.filter(pl.col(DIM) == dim).height
         out.append(f"shared {_DIM_LABELS.get(dim, dim)}: {total} value(s), top {shown}")
     return out
+
+
+def describe_synchrony(
+    members: tuple[float, float], baseline: tuple[float, float], *, window: timedelta, horizon: timedelta
+) -> str:
+    """The evidence line on a ring's synchrony: its member pairs' co-activity beside random active pairs'.
+
+    `members` and `baseline` are (share of pairs active in a common window, mean pairwise Jaccard
+    of their active windows), see features/synchrony.py `pair_synchrony`.
+    """
+    (share, jaccard), (base_share, base_jaccard) = members, baseline
+    # the Jaccard of active windows is the measure of lockstep: in a small or busy population most
+    # random pairs share some window, few share most of them
+    if jaccard > 0 and jaccard >= 2 * base_jaccard:
+        lift = (
+            f"{jaccard / base_jaccard:.0f}x random pairs' Jaccard" if base_jaccard > 0 else "random pairs never overlap"
+        )
+        verdict = f"members act in step ({lift}), as accounts driven by one scheduler do"
+    elif share > base_share or jaccard > base_jaccard:
+        verdict = "members act somewhat more in step than random accounts, not in lockstep"
+    else:
+        verdict = "members act no more in step than random accounts: the link is what they share, not when they act"
+    minutes, hours = window.total_seconds() / 60, horizon.total_seconds() / 3600
+    return (
+        f"synchrony of members: {share:.0%} of member pairs were active in a common {minutes:g}-minute window "
+        f"in the last {hours:g} h (mean Jaccard of their active windows {jaccard:.2f}); random pairs of active "
+        f"accounts: {base_share:.0%} ({base_jaccard:.2f}); {verdict}"
+    )

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from core import schema as s
+from features import synchrony as sy
 
 ACCOUNT_INDEX = "account_idx"
 # composite = account index << KEY_BITS | top KEY_BITS bits of the key: 2^28 accounts, and a
@@ -142,3 +143,51 @@ class KeyCounts:
             hit = keys[pos] == comp
             out[hit] += cnt[pos[hit]]
         return out
+
+
+class ActivityWindows:
+    """Per account (dense index), the ticks it was active in over the last WINDOW_TICKS (features/synchrony.py).
+
+    Each mask is aligned to the tick it was last updated at and aged when touched or read, so a
+    tick's update costs O(its active accounts), not O(everyone).
+    """
+
+    # the tick ordinal of an account never seen active: far enough back that its mask ages to 0
+    _NEVER = np.int64(-(1 << 40))
+
+    def __init__(self) -> None:
+        self._windows = np.zeros(0, dtype=np.uint64)
+        self._at = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return self._windows.size
+
+    def mark(self, idx: np.ndarray, tick: int) -> None:
+        """Record that the accounts `idx` were active in tick ordinal `tick` (ticks arrive in order)."""
+        idx = np.unique(idx.astype(np.int64))
+        if idx.size == 0:
+            return
+        self._grow(int(idx[-1]) + 1)
+        aged = sy.shift_windows(self._windows[idx], tick - self._at[idx])
+        self._windows[idx] = aged | np.uint64(1)
+        self._at[idx] = tick
+
+    def at(self, idx: np.ndarray, tick: int) -> np.ndarray:
+        """The masks of accounts `idx` aligned to tick ordinal `tick` (0 for accounts never active)."""
+        idx = idx.astype(np.int64)
+        out = np.zeros(idx.size, dtype=np.uint64)
+        known = idx < self._windows.size
+        out[known] = sy.shift_windows(self._windows[idx[known]], tick - self._at[idx[known]])
+        return out
+
+    def active_since(self, tick: int, ticks: int) -> np.ndarray:
+        """Dense indices of the accounts active in the last `ticks` ticks up to tick ordinal `tick`."""
+        return np.flatnonzero(self._at > tick - ticks)
+
+    def _grow(self, n: int) -> None:
+        if n <= self._windows.size:
+            return
+        # doubling: appending accounts a tick at a time must not copy the arrays every tick
+        size = max(n, 2 * self._windows.size, 1024)
+        self._windows = np.concatenate([self._windows, np.zeros(size - self._windows.size, dtype=np.uint64)])
+        self._at = np.concatenate([self._at, np.full(size - self._at.size, self._NEVER, dtype=np.int64)])

@@ -265,7 +265,14 @@ def evaluate(
 def _print_evaluation(figures: dict[str, Any]) -> None:
     a = figures["accounts"]
     table = Table(title="Accounts")
-    for col in ("flagged", "precision", "recall", "benign FP rate", "false positives"):
+    for col in (
+        "flagged",
+        "precision",
+        "recall",
+        "benign FP rate",
+        "false positives",
+        "benign FP rate, released included",
+    ):
         table.add_column(col)
     table.add_row(
         str(a["flagged"]),
@@ -273,6 +280,7 @@ def _print_evaluation(figures: dict[str, Any]) -> None:
         f"{a['recall']:.3f}",
         f"{a['benign_false_positive_rate']:.4%}",
         str(a["false_positives"]),
+        f"{a['benign_false_positive_rate_ever']:.4%} ({a['ever_false_positives']})",
     )
     out.print(table)
     camp = Table(title="Campaigns")
@@ -315,10 +323,17 @@ def _print_evaluation(figures: dict[str, Any]) -> None:
             )
         out.print(rings)
     look = Table(title="Legitimate look-alikes")
-    for col in ("group", "kind", "accounts", "flagged", "share"):
+    for col in ("group", "kind", "accounts", "flagged", "share", "flagged at some point"):
         look.add_column(col)
     for g in figures["lookalikes"]:
-        look.add_row(g["group_id"], g["kind"], str(g["accounts"]), str(g["flagged"]), f"{g['flagged_share']:.1%}")
+        look.add_row(
+            g["group_id"],
+            g["kind"],
+            str(g["accounts"]),
+            str(g["flagged"]),
+            f"{g['flagged_share']:.1%}",
+            f"{g['ever_flagged']} ({g['ever_flagged_share']:.1%})",
+        )
     out.print(look)
 
 

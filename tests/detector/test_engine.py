@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from core import schema as s
 from detector.engine import DetectionEngine, DetectorConfig
 from detector.rings import candidate_rings
+from features import synchrony as sy
 
 
 def small_population(seed: int = 0) -> pl.DataFrame:
@@ -118,7 +119,15 @@ def flags_of(engine: DetectionEngine) -> dict[str, tuple[datetime, str | None, f
     return {a: (f.first_flagged_ts, f.ring_id, round(f.score, 9)) for a, f in engine.flags.items()}
 
 
+def windows_of(engine: DetectionEngine) -> dict[str, int]:
+    """Every account's activity mask as of the engine's last tick."""
+    index = engine.account_index.lookup(EVENTS.get_column(s.ACCOUNT_ID))
+    masks = engine.activity.at(index.get_column("account_idx").to_numpy(), sy.tick_number(engine.last_tick, STEP))
+    return dict(zip(index.get_column(s.ACCOUNT_ID).to_list(), masks.tolist(), strict=True))
+
+
 ONE_PASS = run([EVENTS])
+STEP = timedelta(minutes=15)
 
 
 def test_planted_ring_is_flagged_as_one_ring_and_humans_are_not() -> None:
@@ -127,6 +136,14 @@ def test_planted_ring_is_flagged_as_one_ring_and_humans_are_not() -> None:
     assert ring <= flagged
     assert len(flagged - ring) <= 2
     assert len({ONE_PASS.flags[a].ring_id for a in ring}) == 1
+
+
+def test_ring_evidence_states_the_synchrony_of_its_members() -> None:
+    ring = ONE_PASS.rings[ONE_PASS.flags["ring00"].ring_id]
+    line = next(e for e in ring.evidence if e.startswith("synchrony of members"))
+    # the planted ring runs on one clock: every pair active in common windows, unlike random pairs
+    assert "100% of member pairs were active in a common 15-minute window" in line
+    assert "act in step" in line
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -138,6 +155,7 @@ def test_batch_boundaries_do_not_change_flags(cuts: list[int]) -> None:
     assert flags_of(engine) == flags_of(ONE_PASS)
     assert engine.volume_state.sort(s.ACCOUNT_ID).equals(ONE_PASS.volume_state.sort(s.ACCOUNT_ID))
     assert engine.key_examples == ONE_PASS.key_examples
+    assert windows_of(engine) == windows_of(ONE_PASS)
 
 
 def test_ring_evidence_quotes_the_shared_wrapper() -> None:
@@ -156,6 +174,38 @@ def test_key_examples_are_bounded() -> None:
     engine.flush()
     assert 0 < len(engine.key_examples) <= 4
     assert set(engine.key_examples) == set(engine._noted_keys.tolist())
+
+
+def test_activity_windows_equal_one_pass_over_the_events() -> None:
+    # every event is processed at the first tick boundary after it (the file is in order)
+    ticked = EVENTS.with_columns((pl.col(s.TS).dt.truncate("15m") + STEP).alias("_tick"))
+    want = dict(sy.active_windows(ticked.lazy(), at=ONE_PASS.last_tick, step=STEP, tick="_tick").collect().iter_rows())
+    got = windows_of(ONE_PASS)
+    assert {a: w for a, w in got.items() if w} == want
+    # the humans' 16 hours fill the masks' 64 ticks: not a test of empty masks
+    assert sum(bin(w).count("1") for w in want.values()) > 1000
+
+
+def test_a_late_event_counts_in_the_tick_that_takes_it() -> None:
+    engine = DetectionEngine(CONFIG)
+    head = EVENTS.filter(pl.col(s.TS) < EVENTS.get_column(s.TS).min() + timedelta(hours=3))
+    engine.ingest(head)
+    engine.flush()
+    last = engine.last_tick
+    # user000 sends one more request stamped two hours back, after those ticks ran
+    late = (
+        head.filter(pl.col(s.ACCOUNT_ID) == "user000")
+        .head(1)
+        .with_columns(
+            pl.lit("late-1").alias(s.EVENT_ID), pl.lit(last - timedelta(hours=2), dtype=s.TS_DTYPE).alias(s.TS)
+        )
+    )
+    before = windows_of(engine)["user000"]
+    engine.ingest(late)
+    engine.flush()
+    assert engine.last_tick == last + STEP
+    # aged by one tick, and active in the tick that took the late event (not two hours back)
+    assert windows_of(engine)["user000"] == (before << 1) | 1
 
 
 def test_redelivered_events_are_counted_once() -> None:
@@ -191,13 +241,10 @@ def test_one_call_over_many_ticks_decides_as_the_ticks_one_at_a_time() -> None:
     from detector.publisher import changed_decisions, tick_decisions
 
     # the ring recruits six more accounts six hours in: decisions at more than one tick
-    late = (
-        EVENTS.filter(pl.col(s.ACCOUNT_ID).is_in([f"ring{a:02d}" for a in range(6)]))
-        .with_columns(
-            pl.col(s.ACCOUNT_ID).str.replace("ring", "late"),
-            ("late-" + pl.col(s.EVENT_ID)).alias(s.EVENT_ID),
-            pl.col(s.TS) + timedelta(hours=6),
-        )
+    late = EVENTS.filter(pl.col(s.ACCOUNT_ID).is_in([f"ring{a:02d}" for a in range(6)])).with_columns(
+        pl.col(s.ACCOUNT_ID).str.replace("ring", "late"),
+        ("late-" + pl.col(s.EVENT_ID)).alias(s.EVENT_ID),
+        pl.col(s.TS) + timedelta(hours=6),
     )
     events = pl.concat([EVENTS, late]).sort(s.TS)
     # one tick at a time, publishing every flag whose action changed after each tick (the old loop)

@@ -1,4 +1,4 @@
-"""Scoring a report against the simulator's truth: account figures and one ring per campaign."""
+"""Scoring a report against the simulator's truth: released flags are false alarms too, one ring per campaign."""
 
 from __future__ import annotations
 
@@ -76,3 +76,46 @@ def test_reports_without_rings_section_use_the_accounts_ring_ids() -> None:
     report = _report({"r-1": BULK, "r-2": SLOW})
     del report["rings"]
     assert evaluate(_truth(), report)["ring_summary"]["campaigns_in_one_ring"] == 2
+
+
+def _released_truth() -> dict[str, Any]:
+    accounts = {f"atk{i}": {"label": "attacker"} for i in range(4)}
+    accounts |= {f"ben{i}": {"label": "benign"} for i in range(96)}
+    accounts |= {f"app{i}": {"label": "lookalike"} for i in range(50)}
+    return {
+        "schema": TRUTH_SCHEMA_ID,
+        "accounts": accounts,
+        "campaigns": [
+            {
+                "campaign_id": "c1",
+                "style": "bulk",
+                "start_ts": "2026-05-01T10:00:00Z",
+                "accounts": [f"atk{i}" for i in range(4)],
+            }
+        ],
+        "lookalikes": [{"group_id": "app-1", "kind": "app_system_prompt", "accounts": [f"app{i}" for i in range(50)]}],
+    }
+
+
+def _released_flag(account: str, *, active: bool) -> dict[str, Any]:
+    return {"account_id": account, "flagged": active, "first_flagged_ts": "2026-05-01T10:30:00Z"}
+
+
+def test_accounts_flagged_then_released_count_as_false_alarms_beside_the_final_figures() -> None:
+    report = {
+        "accounts": [
+            *(_released_flag(f"atk{i}", active=True) for i in range(4)),
+            _released_flag("ben0", active=False),  # a ring held it for a while, then dissolved
+            _released_flag("app0", active=False),
+            _released_flag("app1", active=True),
+        ]
+    }
+    a = evaluate(_released_truth(), report)
+    acc = a["accounts"]
+    assert (acc["flagged"], acc["false_positives"], acc["ever_flagged"], acc["ever_false_positives"]) == (5, 1, 7, 3)
+    assert acc["benign_false_positive_rate"] == 1 / 146
+    assert acc["benign_false_positive_rate_ever"] == 3 / 146
+    (group,) = a["lookalikes"]
+    assert (group["flagged"], group["ever_flagged"]) == (1, 2)
+    assert group["ever_flagged_share"] == 2 / 50
+    assert a["campaigns"][0]["minutes_to_first_detection"] == 30.0

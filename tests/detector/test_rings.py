@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import polars as pl
 from scipy.sparse import csr_matrix
@@ -15,9 +17,11 @@ from detector.rings import (
     candidate_rings,
     communities,
     describe_evidence,
+    describe_synchrony,
     pairwise_rings,
     prompt_snippet,
 )
+from features import synchrony as sy
 from features.clusters import TEMPLATE
 from features.volume import DIM, ORG, PAYMENT, VALUE
 
@@ -65,13 +69,34 @@ def test_infrastructure_links_count_whatever_the_wrapper_share() -> None:
     assert _members(links) == sorted([*LAB, *RING])
 
 
-def _pairwise(holdings: dict[str, list[str]], min_bridge: int | None) -> list[str]:
-    """Members of the early rings of young targeted accounts holding `holdings` (account -> wrapper keys)."""
+def _pairwise(
+    holdings: dict[str, list[str]], min_bridge: int | None, windows: dict[str, int] | None = None, co_keys: int = 7
+) -> list[str]:
+    """Members of the early rings of young targeted accounts holding `holdings` (account -> wrapper keys).
+
+    `windows`: each account's activity mask (bit i: active i ticks ago), for the co-activity links.
+    """
     keys = pl.DataFrame([(a, k) for a, ks in holdings.items() for k in ks], schema=["account_id", VALUE], orient="row")
     # every key is held only by these young targeted accounts: all of them are evidence
     popularity = keys.group_by(VALUE).agg(pl.len().alias(N_ACCOUNTS))
     orgs = pl.DataFrame(schema={"account_id": pl.String, VALUE: pl.String})
-    members, _ = pairwise_rings(keys, popularity, orgs, min_shared=9, min_bridge=min_bridge, min_size=3)
+    active = (
+        None
+        if windows is None
+        else pl.DataFrame(
+            {"account_id": list(windows), sy.ACTIVE_WINDOWS: pl.Series(list(windows.values()), dtype=pl.UInt64)}
+        )
+    )
+    members, _ = pairwise_rings(
+        keys,
+        popularity,
+        orgs,
+        min_shared=9,
+        min_bridge=min_bridge,
+        windows=active,
+        min_co_active_shared=co_keys,
+        min_size=3,
+    )
     return sorted(members.get_column("account_id").to_list())
 
 
@@ -125,6 +150,49 @@ def test_evidence_quotes_an_example_of_a_shared_template() -> None:
     lines = describe_evidence(evidence, "r1", examples={12: "Think step by step: <question>"})
     assert 'top 12 (9) e.g. "Think step by step: <question>", 34 (7)' in lines[0]
     assert lines[1].endswith("top 10.0.0.1 (5)")
+
+
+# an evasive ring's first hour: three aged accounts, each pair sharing 7 band keys of one wrapper
+# (paraphrased: no two share two prompts' worth), each with its own question text
+EVASIVE = {f"e{i}": _prompt("wrapper", 7) + [f"e{i}-own-{j}" for j in range(4)] for i in range(3)}
+
+
+def test_a_synchronised_trio_sharing_one_prompt_is_an_early_ring() -> None:
+    # all three active in the current tick, two of them an hour earlier too
+    assert _pairwise(EVASIVE, min_bridge=7, windows={"e0": 0b10001, "e1": 0b1, "e2": 0b10001}) == ["e0", "e1", "e2"]
+
+
+def test_the_same_trio_acting_in_turns_is_not() -> None:
+    # the same keys, but no two active in one tick: app users who happen to share a system prompt
+    assert _pairwise(EVASIVE, min_bridge=7, windows={"e0": 0b1, "e1": 0b10, "e2": 0b100}) == []
+    # without co-activity the rule is off: nothing links them either
+    assert _pairwise(EVASIVE, min_bridge=7) == []
+
+
+def test_a_co_active_pair_is_not_a_ring_without_a_third() -> None:
+    # e0 and e1 in step, e2 never with either: the one co-active link closes no triangle
+    assert _pairwise(EVASIVE, min_bridge=7, windows={"e0": 0b11, "e1": 0b11, "e2": 0b100}) == []
+
+
+def test_co_activity_does_not_grow_a_ring_of_two_prompt_partners() -> None:
+    # a1 and a2 share two prompts' worth; u shares one prompt with each and is active with both
+    holdings = {
+        "a1": _prompt("p") + _prompt("q", 2),
+        "a2": _prompt("p") + _prompt("q", 2),
+        "a3": _prompt("p") + _prompt("q", 2),
+        "u": _prompt("p", 7),
+    }
+    windows = dict.fromkeys(holdings, 0b1)
+    assert _pairwise(holdings, min_bridge=None, windows=windows) == ["a1", "a2", "a3"]
+
+
+def test_synchrony_evidence_says_whether_members_act_in_step() -> None:
+    kw = {"window": timedelta(minutes=15), "horizon": timedelta(hours=4)}
+    line = describe_synchrony((0.9, 0.6), (0.1, 0.05), **kw)
+    assert line.startswith("synchrony of members: 90% of member pairs were active in a common 15-minute window")
+    assert "last 4 h" in line and "random pairs of active accounts: 10% (0.05)" in line
+    assert "act in step" in line
+    assert "no more in step than random" in describe_synchrony((0.1, 0.05), (0.1, 0.05), **kw)
 
 
 # --- communities: one ring per campaign, not per connected component ---
