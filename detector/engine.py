@@ -223,6 +223,11 @@ def _early_reason(targeted_share: float, baseline: float) -> dict[str, Any]:
     }
 
 
+def _number(value: Any) -> float:
+    """A Polars scalar aggregate (mean, median) as a float; an empty column's None as 0."""
+    return float(value) if value is not None else 0.0
+
+
 def _compact(df: pl.DataFrame, *, max_chunks: int = 8) -> pl.DataFrame:
     """Rechunk state that grows by a chunk a tick: joins and gathers over hundreds of chunks crawl."""
     return df.rechunk() if df.n_chunks() > max_chunks else df
@@ -776,7 +781,7 @@ class DetectionEngine:
             )
         )
         capabilities = self._capability_shares(members)
-        targeted_median = float(eligible.get_column(pr.TARGETED_SHARE).median() or 0.0) if eligible.height else 0.0
+        targeted_median = _number(eligible.get_column(pr.TARGETED_SHARE).median()) if eligible.height else 0.0
         rings = []
         in_ring: set[str] = set()
         baseline: tuple[float, float] | None = None
@@ -785,13 +790,13 @@ class DetectionEngine:
         by_size = sorted(scored.partition_by(RING_ID, as_dict=True).items(), key=lambda kv: (-kv[1].height, kv[0]))
         for (component,), part in by_size:
             ids = sorted(part.get_column(s.ACCOUNT_ID).to_list())
-            targeted_mean = float(part.get_column(pr.TARGETED_SHARE).mean() or 0.0)
+            targeted_mean = _number(part.get_column(pr.TARGETED_SHARE).mean())
             # harvesting is the point of a ring: accounts that share infrastructure but do not
             # target capabilities (an enterprise batch, a campus) score low whatever their oddness
             linked = part.filter(_LINKED)
             ring_score = (
-                float(linked.get_column(pr.TARGETED_SHARE).mean() or 0.0)
-                * (0.5 + 0.5 * float(linked.get_column(SCORE).mean() or 0.0))
+                _number(linked.get_column(pr.TARGETED_SHARE).mean())
+                * (0.5 + 0.5 * _number(linked.get_column(SCORE).mean()))
                 if linked.height
                 else 0.0
             )
@@ -799,7 +804,7 @@ class DetectionEngine:
             # mostly capability-targeted accounts is the ring's case, judged by their prompts alone
             early = part.filter(_EARLY)
             if early.height:
-                ring_score = max(ring_score, float(early.get_column(pr.TARGETED_SHARE).mean() or 0.0))
+                ring_score = max(ring_score, _number(early.get_column(pr.TARGETED_SHARE).mean()))
             if ring_score < self.config.ring_threshold:
                 continue
             ring_id = self._ring_identity(ids, taken=taken)

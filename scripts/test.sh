@@ -23,6 +23,8 @@ export DISTILLGUARD_KAFKA_BOOTSTRAP
 
 echo "== lint"
 python3 -m ruff check .
+# the source packages (pyproject.toml [tool.mypy] packages); the tests are not type-checked
+python3 -m mypy
 
 echo "== tests"
 python3 -m pytest "$@"
