@@ -178,6 +178,12 @@ class Flag:
     # False once the ring that flagged it dissolved: the alert stays, the action returns to allow
     active: bool = True
 
+    def mark_solo(self) -> None:
+        """Flag the account on its own evidence: a released account is throttled again, a ring's action stays."""
+        self.solo, self.active = True, True
+        if self.action == "allow":
+            self.action = "throttle"
+
     @property
     def alert_key(self) -> str:
         """Deterministic alert identity: one alert per account per first flag."""
@@ -706,7 +712,7 @@ class DetectionEngine:
                 changed.append(flag)
             flag = self.flags[acct]
             if not flag.solo:
-                flag.solo, flag.active = True, True
+                flag.mark_solo()
                 changed.append(flag)
         # flagged accounts that were active get their score refreshed
         for j, acct in enumerate(id_list):

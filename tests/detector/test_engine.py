@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import schema as s
-from detector.engine import DetectionEngine, DetectorConfig
+from detector.engine import DetectionEngine, DetectorConfig, Flag
 from detector.rings import candidate_rings
 from features import synchrony as sy
 
@@ -282,3 +282,16 @@ def test_a_ring_that_splits_keeps_its_id_on_its_larger_piece() -> None:
     assert smaller not in {"r-old", larger}
     # the same piece asks again next tick: the same new id (its lowest member's)
     assert engine._ring_identity(accounts[4:], taken={"r-old"}) == smaller
+
+
+def test_an_account_flagged_on_its_own_again_after_release_is_throttled_again() -> None:
+    # seen on a replay: a benchmark harness released at 10:15 and solo again at 14:15 kept `allow`,
+    # so the report said flagged while the gateway was told to let it through
+    tick = datetime(2026, 5, 1, 6, 15, tzinfo=UTC)
+    flag = Flag("acct", tick, 0.99, tick, solo=True)
+    flag.solo, flag.active, flag.action = False, False, "allow"  # released
+    flag.mark_solo()
+    assert (flag.solo, flag.active, flag.action) == (True, True, "throttle")
+    member = Flag("m", tick, 0.99, tick, ring_id="r-1", action="block")
+    member.mark_solo()
+    assert (member.solo, member.action) == (True, "block")
