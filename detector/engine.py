@@ -184,6 +184,12 @@ class Flag:
         if self.action == "allow":
             self.action = "throttle"
 
+    def release_solo(self) -> None:
+        """No longer flagged on its own: released unless a ring holds it, whose action stays."""
+        self.solo = False
+        if self.ring_id is None:
+            self.active, self.action = False, "allow"
+
     @property
     def alert_key(self) -> str:
         """Deterministic alert identity: one alert per account per first flag."""
@@ -700,9 +706,7 @@ class DetectionEngine:
         for i in np.flatnonzero(~still_solo & ids.is_in(solo_ids).to_numpy()):
             flag = self.flags[id_list[i]]
             if flag.solo:
-                flag.solo, flag.action = False, "throttle"
-                if flag.ring_id is None:
-                    flag.active, flag.action = False, "allow"
+                flag.release_solo()
                 changed.append(flag)
         for i in np.flatnonzero(solo):
             acct = id_list[i]

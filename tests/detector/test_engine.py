@@ -295,3 +295,14 @@ def test_an_account_flagged_on_its_own_again_after_release_is_throttled_again() 
     member = Flag("m", tick, 0.99, tick, ring_id="r-1", action="block")
     member.mark_solo()
     assert (member.solo, member.action) == (True, "block")
+
+
+def test_a_ring_member_no_longer_flagged_on_its_own_keeps_its_rings_action() -> None:
+    tick = datetime(2026, 5, 1, 6, 15, tzinfo=UTC)
+    member = Flag("m", tick, 0.99, tick, ring_id="r-1", action="block", solo=True)
+    member.release_solo()
+    # it was downgraded to throttle until the next linking pass set the ring's action again
+    assert (member.solo, member.active, member.action) == (False, True, "block")
+    alone = Flag("a", tick, 0.99, tick, solo=True)
+    alone.release_solo()
+    assert (alone.solo, alone.active, alone.action) == (False, False, "allow")
