@@ -463,11 +463,15 @@ class DetectionEngine:
         self.volume_state = _merge_touched(self.volume_state, part.volume, v.merge_volume_state)
         self._add_distinct(part.distinct)
         self._update_prompt_state(part.templates, part.keys, part.prompts)
-        # after the prompt state: accounts with prompts keep the indices they get there
-        self.activity.mark(self.account_index.lookup(active).get_column(ACCOUNT_INDEX).to_numpy(), self._tick_no(tick))
+        # after the prompt state: accounts with prompts keep the indices they get there; one lookup
+        # (a string join) serves the activity windows, the template rows and the template links
+        active_index = self.account_index.lookup(active)
+        self.activity.mark(active_index.get_column(ACCOUNT_INDEX).to_numpy(), self._tick_no(tick))
         # only active accounts' features can have changed: finalise just those
-        prompt_features = self._prompt_features(self._template_rows(active).lazy()).collect(engine=POLARS_ENGINE)
-        self._update_template_links(active, prompt_features)
+        prompt_features = self._prompt_features(self._template_rows_of(active_index).lazy()).collect(
+            engine=POLARS_ENGINE
+        )
+        self._update_template_links(active_index, prompt_features)
         fresh = (
             v.volume_features(
                 self.volume_state.lazy().filter(is_active),
@@ -569,7 +573,10 @@ class DetectionEngine:
 
     def _template_rows(self, accounts: pl.Series) -> pl.DataFrame:
         """Template-count partials (account_id, template_id, capability, n) of `accounts`."""
-        index = self.account_index.lookup(accounts)
+        return self._template_rows_of(self.account_index.lookup(accounts))
+
+    def _template_rows_of(self, index: pl.DataFrame) -> pl.DataFrame:
+        """`_template_rows` of the accounts of an `AccountIndex.lookup` result."""
         idx, key, n = self.template_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
         mask = np.uint64((1 << _CODE_BITS) - 1)
         rows = pl.DataFrame(
@@ -583,9 +590,9 @@ class DetectionEngine:
         rows = rows.join(index, on=ACCOUNT_INDEX).join(_CAPABILITY_CODES, on=_CODE)
         return rows.select(list(pr.TEMPLATE_COUNTS_SCHEMA))
 
-    def _update_template_links(self, active: pl.Series, prompt_features: pl.DataFrame) -> None:
-        """Re-derive the active accounts' recurring-wrapper links and prompt summaries (no one else's changed)."""
-        index = self.account_index.lookup(active)
+    def _update_template_links(self, index: pl.DataFrame, prompt_features: pl.DataFrame) -> None:
+        """Re-derive the active accounts' (`index`, a lookup of them) recurring-wrapper links and prompt summaries."""
+        active = index.get_column(s.ACCOUNT_ID)
         idx, key, n = self.key_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
         rows = pl.DataFrame(
             {
