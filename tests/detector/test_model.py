@@ -36,7 +36,7 @@ def test_training_scores_are_what_decision_function_gives_the_training_rows() ->
     assert model.decision_function(outlier)[0] > np.quantile(model.decision_scores_, 0.99)
 
 
-@pytest.mark.parametrize("n", [1, 2, 40, 256, 3000])
+@pytest.mark.parametrize("n", [1, 2, 40, 256, 257, 3000, 26_000])
 def test_flat_iforest_scores_bit_for_bit_as_pyod(n: int) -> None:
     rng = np.random.default_rng(n)
     X = np.round(rng.lognormal(size=(n, 7)), 2)
@@ -50,3 +50,33 @@ def test_flat_iforest_scores_bit_for_bit_as_pyod(n: int) -> None:
     assert np.array_equal(ours.decision_function(Y), theirs.decision_function(Y))
     assert ours.threshold_ == theirs.threshold_ or (np.isnan(ours.threshold_) and np.isnan(theirs.threshold_))
     assert np.array_equal(ours.predict(Y), theirs.predict(Y))
+
+
+@pytest.mark.parametrize(
+    ("n", "rows"),
+    # each of sklearn's row subsampling methods: none (n <= 256), reservoir (257, 258),
+    # permutation (up to 25,600 rows) and tracking selection (beyond)
+    [(7, "none"), (256, "none"), (258, "reservoir"), (5000, "permutation"), (30_000, "tracking")],
+)
+def test_flat_iforest_grows_sklearns_trees_node_for_node(n: int, rows: str) -> None:
+    rng = np.random.default_rng(n)
+    X = np.round(rng.lognormal(size=(n, 6)), 1)  # coarse values: many ties and constant nodes
+    X[:, 1] = 2.0
+    X[: n // 2, 4] = 0.0
+    ours = FlatIForest(contamination=0.02, random_state=7, n_estimators=30).fit(X)
+    assert not hasattr(ours.detector_, "estimators_")  # grown here, not by sklearn
+    theirs = FlatIForest(contamination=0.02, random_state=7, n_estimators=30)
+    theirs._grows_own_trees = lambda X32: False  # type: ignore[method-assign]
+    theirs.fit(X)
+    for name in ("feature_", "threshold_node_", "child_", "path_", "steps_", "denominator_"):
+        assert np.array_equal(getattr(ours, name), getattr(theirs, name)), name
+    assert np.array_equal(ours.decision_scores_, theirs.decision_scores_)
+
+
+def test_flat_iforest_falls_back_to_sklearn_where_it_cannot_reproduce_it() -> None:
+    X = np.random.default_rng(0).lognormal(size=(500, 3))
+    # a RandomState instance: sklearn draws from it in an order of its own (seeds, then y)
+    ours = FlatIForest(contamination=0.02, random_state=np.random.RandomState(3), n_estimators=20).fit(X)
+    theirs = IForest(contamination=0.02, random_state=np.random.RandomState(3), n_estimators=20).fit(X)
+    assert hasattr(ours.detector_, "estimators_")
+    assert np.array_equal(ours.decision_scores_, theirs.decision_scores_)
