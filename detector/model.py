@@ -25,7 +25,6 @@ from pyod.models.ecod import ECOD
 from pyod.models.ecod import skew as pyod_skew  # scipy's skew with NaN (constant column) -> 0
 from pyod.models.iforest import IForest
 from sklearn.ensemble import IsolationForest
-from sklearn.ensemble._iforest import _average_path_length
 from sklearn.utils import check_array
 from sklearn.utils.random import sample_without_replacement
 from sklearn.utils.validation import check_is_fitted
@@ -146,6 +145,37 @@ class _Tree(NamedTuple):
     depth: np.ndarray  # sklearn's compute_node_depths: the root is 1
 
 
+def _path_length_of(n_samples_leaf: np.ndarray) -> np.ndarray:
+    """sklearn's `_average_path_length`, the same numpy operations without its input validation."""
+    n = n_samples_leaf.reshape((1, -1))
+    out = np.zeros(n.shape)
+    mask_1 = n <= 1
+    mask_2 = n == 2
+    not_mask = ~np.logical_or(mask_1, mask_2)
+    out[mask_1] = 0.0
+    out[mask_2] = 1.0
+    out[not_mask] = 2.0 * (np.log(n[not_mask] - 1.0) + np.euler_gamma) - 2.0 * (n[not_mask] - 1.0) / n[not_mask]
+    return out.reshape(n_samples_leaf.shape)
+
+
+def _subsample(n: int, k: int, rs: np.random.RandomState) -> np.ndarray:
+    """sklearn's `sample_without_replacement(n, k)` as a set (its order aside), drawn from `rs`.
+
+    Beyond 25,600 rows sklearn picks 256 by tracking selection, one `randint(n)` call per draw
+    from Cython, redrawing repeats (~0.5 ms a tree); the same draws come from one call for a
+    batch (legacy randint draws a batch as it draws one at a time), the repeats dropped.
+    """
+    if not k / n < 0.01:
+        return np.asarray(sample_without_replacement(n, k, random_state=rs))
+    picked = np.empty(0, dtype=np.int64)
+    while True:
+        draws = np.concatenate((picked, rs.randint(n, size=k + 16)))
+        _, first = np.unique(draws, return_index=True)
+        if len(first) >= k:
+            return draws[np.sort(first)[:k]]
+        picked = draws[np.sort(first)]
+
+
 class FlatIForest(IForest):
     """PyOD's IForest, its trees walked as arrays: the same scores without sklearn's per-tree calls.
 
@@ -212,13 +242,18 @@ class FlatIForest(IForest):
         max_depth = int(np.ceil(np.log2(max(max_samples, 2))))
         y = np.asarray(np.random.RandomState(self.random_state).uniform(size=n))
         seeds = np.asarray(np.random.RandomState(self.random_state).randint(_MAX_INT, size=self.n_estimators))
+        # one generator re-seeded per draw: RandomState(seed) would also gather OS entropy for a
+        # generator it then re-seeds (~0.3 ms each, three per tree); the streams are the same
+        rs = np.random.RandomState()
         trees = []
         for seed in seeds:
-            tree_seed = np.random.RandomState(seed).randint(_MAX_INT)  # ensemble._set_random_states
-            bagging = np.random.RandomState(seed)
-            sample_without_replacement(n_features, n_features, random_state=bagging)  # the feature draw
-            rows = np.sort(sample_without_replacement(n, max_samples, random_state=bagging))
-            rand_r = np.random.RandomState(tree_seed).randint(0, _RAND_R_MAX)  # the splitter's state
+            rs.seed(seed)
+            tree_seed = rs.randint(_MAX_INT)  # ensemble._set_random_states
+            rs.seed(seed)  # the bagging draws start again from the same seed
+            sample_without_replacement(n_features, n_features, random_state=rs)  # the feature draw
+            rows = np.sort(_subsample(n, max_samples, rs))
+            rs.seed(tree_seed)
+            rand_r = rs.randint(0, _RAND_R_MAX)  # the splitter's state
             nodes = _grow_tree(X32[rows], y[rows], int(rand_r), max_depth)
             trees.append(_Tree(*nodes))
         self.subsample_ = max_samples
@@ -269,9 +304,9 @@ class FlatIForest(IForest):
             self.child_[i, :n, 0] = np.where(leaf, own, t.children_left)
             self.child_[i, :n, 1] = np.where(leaf, own, t.children_right)
             # what sklearn adds per tree for a row ending in this leaf (its own expression, to the bit)
-            self.path_[i, :n] = t.depth + _average_path_length(t.n_node_samples) - 1.0
+            self.path_[i, :n] = t.depth + _path_length_of(t.n_node_samples) - 1.0
             self.steps_ = max(self.steps_, int(t.depth.max()))
-        self.denominator_ = len(trees) * float(_average_path_length([self.subsample_])[0])
+        self.denominator_ = len(trees) * float(_path_length_of(np.array([self.subsample_]))[0])
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         """sklearn's `score_samples` (lower = more abnormal), computed on the flattened trees."""

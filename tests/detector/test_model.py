@@ -80,3 +80,20 @@ def test_flat_iforest_falls_back_to_sklearn_where_it_cannot_reproduce_it() -> No
     theirs = IForest(contamination=0.02, random_state=np.random.RandomState(3), n_estimators=20).fit(X)
     assert hasattr(ours.detector_, "estimators_")
     assert np.array_equal(ours.decision_scores_, theirs.decision_scores_)
+
+
+def test_subsample_and_path_lengths_are_sklearns() -> None:
+    from sklearn.ensemble._iforest import _average_path_length
+    from sklearn.utils.random import sample_without_replacement
+
+    from detector.model import _path_length_of, _subsample
+
+    counts = np.arange(0, 600)
+    assert np.array_equal(_path_length_of(counts), _average_path_length(counts))
+    for n in (255, 256, 257, 258, 259, 25_600, 25_601, 10**6):
+        for seed in range(20):
+            k = min(256, n)
+            theirs = sample_without_replacement(n, k, random_state=np.random.RandomState(seed))
+            rs = np.random.RandomState()
+            rs.seed(seed)
+            assert np.array_equal(np.sort(_subsample(n, k, rs)), np.sort(theirs)), (n, seed)
