@@ -37,7 +37,7 @@ from detector.rings import (
     prompt_snippet,
     ring_id_for,
 )
-from detector.state import ACCOUNT_INDEX, KEY_BITS, AccountIndex, ActivityWindows, KeyCounts, fold_key
+from detector.state import ACCOUNT_INDEX, KEY_BITS, AccountIndex, ActivityWindows, KeyCounts, KeyExamples, fold_key
 from features import clusters as cl
 from features import prompts as pr
 from features import synchrony as sy
@@ -276,8 +276,7 @@ class DetectionEngine:
         # how many accounts used each wrapper key (account index 0 of a KeyCounts: key -> holders)
         self.key_holders = KeyCounts()
         # a short example prompt of wrapper keys that targeted accounts share (ring evidence quotes it)
-        self.key_examples: dict[int, str] = {}
-        self._noted_keys = np.zeros(0, dtype=np.uint64)
+        self.key_examples = KeyExamples()
         # the ticks each account was active in lately (by account index): its synchrony with others
         self.activity = ActivityWindows()
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
@@ -551,25 +550,22 @@ class DetectionEngine:
         key = rows.get_column(_KEY).to_numpy()
         # any key they used this tick, not only keys new to them: an account is known as targeted
         # only from its second tick, when a ring's wrapper keys are no longer new to it
-        noted = self._noted_keys  # sorted
-        new = np.ones(key.size, dtype=bool)
-        if noted.size:
-            new = noted[np.minimum(np.searchsorted(noted, key), noted.size - 1)] != key
+        new = ~self.key_examples.holds(key)
         new[new] = self.key_holders.counts_of(np.zeros(int(new.sum()), dtype=np.uint64), key[new]) >= 2
         if not new.any():
             return
-        first = rows.filter(pl.Series(new)).group_by(_KEY).agg(pl.col(_ROW).min()).sort(_KEY)
-        texts = prompts.gather(first.get_column(_ROW)).to_list()
-        for k, text in zip(first.get_column(_KEY).to_list(), texts, strict=True):
-            self.key_examples[k] = prompt_snippet(text)
-        self._noted_keys = np.union1d(self._noted_keys, first.get_column(_KEY).to_numpy())
-        if self._noted_keys.size > self.config.max_key_examples:
+        first = rows.filter(pl.Series(new)).group_by(_KEY).agg(pl.col(_ROW).min())
+        # a prompt holds several wrapper keys: one snippet per example row
+        row = first.get_column(_ROW).to_numpy()
+        rows_used, which = np.unique(row, return_inverse=True)
+        snippets = [prompt_snippet(text) for text in prompts.gather(rows_used).to_list()]
+        self.key_examples.add(first.get_column(_KEY).to_numpy(), [snippets[i] for i in which])
+        if len(self.key_examples) > self.config.max_key_examples:
             # weeks of history: keep the examples of the most widely held keys (evidence shows the top ones)
-            holders = self.key_holders.counts_of(np.zeros(self._noted_keys.size, dtype=np.uint64), self._noted_keys)
-            order = np.lexsort((self._noted_keys, -holders))
-            self._noted_keys = np.sort(self._noted_keys[order[: self.config.max_key_examples // 2]])
-            for k in set(self.key_examples) - set(self._noted_keys.tolist()):
-                del self.key_examples[k]
+            noted = self.key_examples.sorted_keys
+            holders = self.key_holders.counts_of(np.zeros(noted.size, dtype=np.uint64), noted)
+            order = np.lexsort((noted, -holders))
+            self.key_examples.keep(noted[order[: self.config.max_key_examples // 2]])
 
     def _template_rows(self, accounts: pl.Series) -> pl.DataFrame:
         """Template-count partials (account_id, template_id, capability, n) of `accounts`."""

@@ -9,6 +9,8 @@ merged log-structured: appending a tick's counts is a small sort, runs of simila
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 import polars as pl
 
@@ -191,3 +193,51 @@ class ActivityWindows:
         size = max(n, 2 * self._windows.size, 1024)
         self._windows = np.concatenate([self._windows, np.zeros(size - self._windows.size, dtype=np.uint64)])
         self._at = np.concatenate([self._at, np.full(size - self._at.size, self._NEVER, dtype=np.int64)])
+
+
+class KeyExamples(Mapping[int, str]):
+    """Example prompt snippets of wrapper keys: the keys sorted (a membership index) beside their texts.
+
+    One structure for both, so the tick's keys are checked with one binary search and an example
+    is never held in two places. Read as a mapping (key -> snippet).
+    """
+
+    def __init__(self) -> None:
+        self.sorted_keys = np.zeros(0, dtype=np.uint64)
+        self.texts = np.zeros(0, dtype=object)
+
+    def __len__(self) -> int:
+        return int(self.sorted_keys.size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.sorted_keys.tolist())
+
+    def __getitem__(self, key: int) -> str:
+        i = int(np.searchsorted(self.sorted_keys, np.uint64(key)))
+        if i == self.sorted_keys.size or self.sorted_keys[i] != np.uint64(key):
+            raise KeyError(key)
+        return str(self.texts[i])
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, (int, np.integer)) or key < 0:
+            return False
+        return bool(self.holds(np.array([key], dtype=np.uint64))[0])
+
+    def holds(self, key: np.ndarray) -> np.ndarray:
+        """Per key of `key` (uint64), whether an example of it is kept."""
+        if not self.sorted_keys.size:
+            return np.zeros(key.size, dtype=bool)
+        return self.sorted_keys[np.minimum(np.searchsorted(self.sorted_keys, key), self.sorted_keys.size - 1)] == key
+
+    def add(self, key: np.ndarray, texts: list[str]) -> None:
+        """Keep examples of keys not held yet (`key` unique, none held)."""
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        at = np.searchsorted(self.sorted_keys, key)
+        self.sorted_keys = np.insert(self.sorted_keys, at, key)
+        self.texts = np.insert(self.texts, at, np.array(texts, dtype=object)[order])
+
+    def keep(self, key: np.ndarray) -> None:
+        """Drop every example but those of `key`."""
+        mask = np.isin(self.sorted_keys, key)
+        self.sorted_keys, self.texts = self.sorted_keys[mask], self.texts[mask]
