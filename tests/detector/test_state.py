@@ -7,7 +7,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.state import KEY_BITS, AccountIndex, KeyCounts, fold_key
+from detector.state import KEY_BITS, AccountIndex, KeyCounts, KeyExamples, fold_key
 
 rows = st.lists(
     st.tuples(st.integers(0, 40), st.integers(0, (1 << KEY_BITS) - 1), st.integers(1, 5)), min_size=0, max_size=300
@@ -66,3 +66,21 @@ def test_account_index_is_dense_and_stable() -> None:
     second = index.lookup(pl.Series(["c", "a"]))
     assert second.rows() == [("a", 0), ("c", 2)]
     assert index.ids_of(np.array([2, 0, 1])).to_list() == ["c", "a", "b"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=2**64 - 1), max_size=20, unique=True), max_size=6))
+def test_key_examples_behave_as_a_dict_of_their_keys(batches: list[list[int]]) -> None:
+    examples, want = KeyExamples(), {}
+    for batch in batches:
+        key = np.array(batch, dtype=np.uint64)
+        new = key[~examples.holds(key)]
+        examples.add(new, [f"text {k}" for k in new.tolist()])
+        want.update({k: f"text {k}" for k in new.tolist()})
+        assert examples == want
+        assert examples.holds(key).all()
+        assert list(examples) == sorted(want)
+    kept = sorted(want)[::2]
+    examples.keep(np.array(kept, dtype=np.uint64))
+    assert examples == {k: want[k] for k in kept}
+    assert 12345678901 not in examples or 12345678901 in want
