@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import schema as s
-from detector.engine import DetectionEngine, DetectorConfig, Flag
+from detector.engine import MODEL_FEATURES, DetectionEngine, DetectorConfig, Flag
+from detector.model import AccountEnsemble
 from detector.rings import candidate_rings
 from features import synchrony as sy
 
@@ -307,3 +308,48 @@ def test_a_ring_member_no_longer_flagged_on_its_own_keeps_its_rings_action() -> 
     alone = Flag("a", tick, 0.99, tick, solo=True)
     alone.release_solo()
     assert (alone.solo, alone.active, alone.action) == (False, False, "allow")
+
+
+def _solo_scoring_engine() -> tuple[DetectionEngine, pl.DataFrame]:
+    """An engine with a fitted model and the feature row of one busy, wrapped, targeted account."""
+    from features import prompts as pr
+    from features import volume as v
+
+    engine = DetectionEngine(CONFIG)
+    X = np.random.default_rng(0).lognormal(size=(300, len(MODEL_FEATURES)))
+    engine.model = AccountEnsemble(features=MODEL_FEATURES).fit(X)
+    row = pl.DataFrame({name: [float(X[:, j].max() * 10)] for j, name in enumerate(MODEL_FEATURES)}).with_columns(
+        pl.lit("harness").alias(s.ACCOUNT_ID),
+        pl.lit(500).alias(v.N_EVENTS),
+        pl.lit(1.0).alias(pr.TARGETED_SHARE),
+        pl.lit(1.0).alias(pr.TOP_TEMPLATE_SHARE),
+        pl.lit(200).alias(pr.N_PROMPTS),
+    )
+    return engine, row
+
+
+def test_scoring_throttles_a_released_account_flagged_on_its_own_again() -> None:
+    engine, row = _solo_scoring_engine()
+    active = row.get_column(s.ACCOUNT_ID)
+    t0 = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
+    engine._score(t0, row, active=active, scores=np.array([0.999]))
+    flag = engine.flags["harness"]
+    assert (flag.solo, flag.active, flag.action) == (True, True, "throttle")
+    engine._score(t0 + STEP, row, active=active, scores=np.array([0.2]))
+    assert (flag.solo, flag.active, flag.action) == (False, False, "allow")
+    changed = engine._score(t0 + 2 * STEP, row, active=active, scores=np.array([0.999]))
+    assert flag in changed
+    # seed 3033: solo again, it kept the 'allow' of its release, reported flagged while let through
+    assert (flag.solo, flag.active, flag.action) == (True, True, "throttle")
+
+
+def test_scoring_leaves_a_ring_members_action_when_its_solo_evidence_fades() -> None:
+    engine, row = _solo_scoring_engine()
+    active = row.get_column(s.ACCOUNT_ID)
+    t0 = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
+    engine._score(t0, row, active=active, scores=np.array([0.999]))
+    flag = engine.flags["harness"]
+    flag.ring_id, flag.action = "ring-1", "block"  # as a linking pass sets it
+    engine._score(t0 + STEP, row, active=active, scores=np.array([0.2]))
+    # it was downgraded to throttle until the next linking pass set the ring's action again
+    assert (flag.solo, flag.active, flag.ring_id, flag.action) == (False, True, "ring-1", "block")
