@@ -37,7 +37,16 @@ from detector.rings import (
     prompt_snippet,
     ring_id_for,
 )
-from detector.state import ACCOUNT_INDEX, KEY_BITS, AccountIndex, ActivityWindows, KeyCounts, KeyExamples, fold_key
+from detector.state import (
+    ACCOUNT_INDEX,
+    KEY_BITS,
+    AccountIndex,
+    ActivityWindows,
+    KeyCounts,
+    KeyExamples,
+    KeyTally,
+    fold_key,
+)
 from features import clusters as cl
 from features import prompts as pr
 from features import synchrony as sy
@@ -274,7 +283,7 @@ class DetectionEngine:
         self.account_index = AccountIndex()
         self.key_counts = KeyCounts()
         # how many accounts used each wrapper key (account index 0 of a KeyCounts: key -> holders)
-        self.key_holders = KeyCounts()
+        self.key_holders = KeyTally()
         # a short example prompt of wrapper keys that targeted accounts share (ring evidence quotes it)
         self.key_examples = KeyExamples()
         # the ticks each account was active in lately (by account index): its synchrony with others
@@ -530,7 +539,7 @@ class DetectionEngine:
             key = keys.get_column(_KEY).to_numpy()
             fresh = self.key_counts.add_new(idx, key, keys.get_column(cl.KEY_COUNT).to_numpy())
             # an account's first use of a key makes it one more holder of that key
-            self.key_holders.add(np.zeros(fresh.size, dtype=np.uint64), fresh, np.ones(fresh.size, dtype=np.int64))
+            self.key_holders.add(fresh)
             self._note_examples(keys, prompts)
 
     def _note_examples(self, keys: pl.DataFrame, prompts: pl.Series) -> None:
@@ -551,7 +560,7 @@ class DetectionEngine:
         # any key they used this tick, not only keys new to them: an account is known as targeted
         # only from its second tick, when a ring's wrapper keys are no longer new to it
         new = ~self.key_examples.holds(key)
-        new[new] = self.key_holders.counts_of(np.zeros(int(new.sum()), dtype=np.uint64), key[new]) >= 2
+        new[new] = self.key_holders.counts_of(key[new]) >= 2
         if not new.any():
             return
         first = rows.filter(pl.Series(new)).group_by(_KEY).agg(pl.col(_ROW).min())
@@ -563,7 +572,7 @@ class DetectionEngine:
         if len(self.key_examples) > self.config.max_key_examples:
             # weeks of history: keep the examples of the most widely held keys (evidence shows the top ones)
             noted = self.key_examples.sorted_keys
-            holders = self.key_holders.counts_of(np.zeros(noted.size, dtype=np.uint64), noted)
+            holders = self.key_holders.counts_of(noted)
             order = np.lexsort((noted, -holders))
             self.key_examples.keep(noted[order[: self.config.max_key_examples // 2]])
 
@@ -896,7 +905,7 @@ class DetectionEngine:
             popularity = pl.DataFrame(
                 {
                     v.VALUE: pl.Series(distinct, dtype=pl.UInt64).cast(pl.String),
-                    N_ACCOUNTS: self.key_holders.counts_of(np.zeros(distinct.size, dtype=np.uint64), distinct),
+                    N_ACCOUNTS: self.key_holders.counts_of(distinct),
                 }
             )
             windows = pl.DataFrame(

@@ -167,9 +167,7 @@ def ensure_compacted_topic(bootstrap_servers: str, topic: str, *, partitions: in
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers.split(","), client_id="distillguard-admin"
-    )
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="distillguard-admin")
     try:
         if topic in set(admin.list_topics()):
             return False
@@ -210,9 +208,7 @@ def decision_for(flag: Flag, *, decided_at: datetime) -> Decision:
     )
 
 
-def changed_decisions(
-    flags: Mapping[str, Flag], published: dict[str, str], *, decided_at: datetime
-) -> list[Decision]:
+def changed_decisions(flags: Mapping[str, Flag], published: dict[str, str], *, decided_at: datetime) -> list[Decision]:
     """Decisions for flags whose action differs from the last published one; updates `published`."""
     out = []
     for account_id, flag in flags.items():

@@ -147,6 +147,25 @@ class KeyCounts:
         return out
 
 
+class KeyTally:
+    """A count per key (e.g. how many accounts hold a wrapper key): KeyCounts' runs, one account slot for all."""
+
+    def __init__(self) -> None:
+        self._counts = KeyCounts()
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def add(self, key: np.ndarray, n: np.ndarray | None = None) -> None:
+        """Count each of `key` once (or `n` times)."""
+        ones = np.ones(key.size, dtype=np.int64) if n is None else n
+        self._counts.add(np.zeros(key.size, dtype=np.uint64), key, ones)
+
+    def counts_of(self, key: np.ndarray) -> np.ndarray:
+        """The count of each of `key` (0 when never counted)."""
+        return self._counts.counts_of(np.zeros(key.size, dtype=np.uint64), key)
+
+
 class ActivityWindows:
     """Per account (dense index), the ticks it was active in over the last WINDOW_TICKS (features/synchrony.py).
 
