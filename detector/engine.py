@@ -150,11 +150,16 @@ class DetectorConfig:
     # benchmark harness: runs of one public benchmark, pass@k samples), not harvesting answers it
     # lacks: it is not newly flagged, on its own or as a ring candidate. A harvester's texts are its
     # fresh questions in its wrappers, until it has been at it for hours: measured on seeds 7, 101
-    # and 3033, bulk and heavy accounts that cycle their question pool pass 0.3 after 5-30 hours
+    # and 3033, bulk and heavy accounts that cycle their question pool pass 0.25 after 5-30 hours
     # (long flagged by then), evasive and low-and-slow accounts stay below 0.15 (benign accounts
-    # up to 0.45, benchmark harnesses 0.5-1.0). So a flag it already has is kept. None: off
-    known_text_share: float | None = 0.3
+    # up to 0.45; benchmark harnesses 0.27-0.29 when the solo rule flagged them on seeds 7 and 8,
+    # a fresh dataset's run diluting their re-runs, 0.5-1.0 later). So a flag it already has is
+    # kept. None: off
+    known_text_share: float | None = 0.25
     known_text_min: int = 50
+    # a wrapper key's popularity counts every account that used it, not only those reusing it
+    # (`DetectionEngine._with_key_holders`)
+    key_popularity_all_holders: bool = True
     # an account that is a ring candidate by its anomaly score alone, whose sampled prompts are
     # clearly less capability-targeted than a harvester's (its share plus member_share_slack /
     # sqrt(n_prompts) below member_min_targeted), is no ring candidate: a heavy human on a
@@ -603,6 +608,32 @@ class DetectionEngine:
             .to_numpy()
         )
 
+    def _with_key_holders(self, popularity: pl.DataFrame) -> pl.DataFrame:
+        """`popularity` (dim, value, n_accounts) with each wrapper key counting every account that used it.
+
+        The linking values are the keys accounts reuse, and `popularity` counts those accounts; an
+        app's system prompt or a public benchmark's phrasing that hundreds of accounts sent, a few of
+        which reused it yet (early in the day: mostly heavy, capability-targeted users), is a popular
+        value all the same, evidence of no ring (as for early rings, whose keys count `key_holders`).
+        Measured on seeds 505 and 808: rings of 3 app users and an app user in a ring of 188 went.
+        """
+        if not self.config.key_popularity_all_holders:
+            return popularity
+        is_key = pl.col(v.DIM).is_in([TEMPLATE, TEMPLATE_ONCE])
+        keys = popularity.filter(is_key).group_by(v.VALUE).agg(pl.col(N_ACCOUNTS).sum())
+        if keys.height == 0:
+            return popularity
+        k = keys.get_column(v.VALUE).cast(pl.UInt64).to_numpy()
+        holders = self.key_holders.counts_of(np.zeros(k.size, dtype=np.uint64), k)
+        keys = keys.select(
+            pl.lit(TEMPLATE).alias(v.DIM),
+            v.VALUE,
+            pl.max_horizontal(pl.col(N_ACCOUNTS).cast(pl.Int64), pl.Series(holders, dtype=pl.Int64))
+            .cast(popularity.schema[N_ACCOUNTS])
+            .alias(N_ACCOUNTS),
+        )
+        return pl.concat([popularity.filter(~is_key), keys.select(popularity.columns)])
+
     def _harvesting(self, candidates: pl.Series) -> pl.Series:
         """`candidates` without the accounts whose prompts show they are not harvesting.
 
@@ -872,7 +903,7 @@ class DetectionEngine:
             .agg(pl.len().alias(N_ACCOUNTS))
         )
         members, evidence = candidate_rings(
-            links, suspicious, min_size=self.config.min_ring_size, popularity=popularity
+            links, suspicious, min_size=self.config.min_ring_size, popularity=self._with_key_holders(popularity)
         )
         members, evidence = self._with_early_rings(young, members, evidence)
         scored = (

@@ -377,9 +377,10 @@ def test_an_anomalous_account_with_few_targeted_prompts_is_no_ring_member() -> N
     # a heavy human on the ring's network and client (a popular proxy, a popular SDK), busy enough
     # to be anomalous, whose many prompts are ordinary questions: it shares the ring's values, but
     # clearly is not harvesting
-    chatter = [f"tell me about the weather and my garden for day {i} of the trip" for i in range(400)]
+    # (busy since before the ring started: by then its sampled prompts say what it asks about)
+    chatter = [f"tell me about the weather and my garden for day {i} of the trip" for i in range(600)]
     human = _accounts_like_the_ring(
-        "busy", n=1, texts=[chatter], start=datetime(2026, 5, 1, 2, 30, tzinfo=UTC), every=STEP, spacing=24
+        "busy", n=1, texts=[chatter], start=datetime(2026, 5, 1, tzinfo=UTC), every=STEP, spacing=24
     )
     events = pl.concat([EVENTS, human]).sort(s.TS)
     off = DetectionEngine(replace(CONFIG, member_min_targeted=None))
