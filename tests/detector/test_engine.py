@@ -392,3 +392,64 @@ def test_an_anomalous_account_with_few_targeted_prompts_is_no_ring_member() -> N
     assert "busy00" in off.flags and off.flags["busy00"].ring_id is not None
     assert "busy00" not in on.flags
     assert {f"ring{a:02d}" for a in range(12)} <= set(on.flags)
+
+
+def _app_traffic(*, users: int, heavy: int, start: datetime) -> pl.DataFrame:
+    """An IDE app's users: each wraps its question in the app's prompt, from its own address and network.
+
+    `users` send one question early in the day; `heavy` more send eight coding questions each from
+    two hours later, reusing the app's wrapper (recurring keys) with mostly capability-targeted prompts.
+    """
+    wrapper = "You are DevPilot, the assistant inside the Nimbus IDE. Keep answers short and cite the open file"
+    tasks = [
+        "parse a csv file",
+        "merge two sorted lists",
+        "reverse a linked list",
+        "validate an email address",
+        "compute a moving average",
+        "debounce a callback",
+        "flatten a nested dict",
+        "retry an http call",
+    ]
+    rows = []
+    plan = [(f"app{u:02d}", start + timedelta(minutes=2 * u), [tasks[u % 8]]) for u in range(users)]
+    plan += [(f"dev{u:02d}", start + timedelta(hours=2, minutes=5 * u), tasks) for u in range(heavy)]
+    for n, (account, t0, asked) in enumerate(plan):
+        for j, task in enumerate(asked):
+            rows.append(
+                {
+                    s.EVENT_ID: f"{account}-{j}",
+                    s.TS: t0 + timedelta(minutes=7 * j),
+                    s.ACCOUNT_ID: account,
+                    s.IP: f"100.{64 + n}.{j}.7",
+                    s.USER_AGENT: "DevPilot/2.1",
+                    s.MODEL: "m-large",
+                    s.ENDPOINT: "/v1/messages",
+                    s.PROMPT_TOKENS: 300,
+                    s.COMPLETION_TOKENS: 500,
+                    s.STATUS: 200,
+                    s.PROMPT: f"{wrapper}.\n\nWrite a Python function to {task}, version {n}.{j}",
+                }
+            )
+    df = pl.DataFrame(rows).with_columns(pl.col(s.TS).dt.cast_time_unit("ms"))
+    for c, dt in s.EVENT_SCHEMA.items():
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=dt).alias(c))
+    return df.select([pl.col(c).cast(dt) for c, dt in s.EVENT_SCHEMA.items()])
+
+
+def test_a_wrapper_many_accounts_used_once_links_nobody_however_few_reuse_it() -> None:
+    # forty users sent the app's wrapper once each; three heavy coding users reuse it: the
+    # only value the three share is the app's wrapper, which most of its holders (all who used
+    # it, not only the three who reuse it) are no candidates for: a popular value, no ring
+    events = pl.concat([EVENTS, _app_traffic(users=40, heavy=3, start=datetime(2026, 5, 1, tzinfo=UTC))]).sort(s.TS)
+    devs = {f"dev{u:02d}" for u in range(3)}
+    off = DetectionEngine(replace(CONFIG, key_popularity_all_holders=False))
+    off.ingest(events)
+    off.flush()
+    on = DetectionEngine(CONFIG)
+    on.ingest(events)
+    on.flush()
+    assert devs <= set(off.flags)
+    assert not devs & set(on.flags)
+    assert {f"ring{a:02d}" for a in range(12)} <= set(on.flags)
