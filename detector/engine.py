@@ -158,8 +158,11 @@ class DetectorConfig:
     known_text_share: float | None = 0.25
     known_text_min: int = 50
     # a wrapper key's popularity counts every account that used it, not only those reusing it
-    # (`DetectionEngine._with_key_holders`)
-    key_popularity_all_holders: bool = True
+    # (`DetectionEngine._with_key_holders`). Off: replayed on 12 seeds it removed the app users'
+    # released false alarms (505: 3 -> 0, 808: 3 -> 0, 1202 ...) but cut the evasive rings' recall
+    # to 0-0.64 on 8 of them (202 and 606: never detected) and slowed the heavy campaign (seed 7:
+    # 17 -> 47 minutes): a paraphrasing ring's wrapper keys are phrasings many accounts use once
+    key_popularity_all_holders: bool = False
     # an account that is a ring candidate by its anomaly score alone, whose sampled prompts are
     # clearly less capability-targeted than a harvester's (its share plus member_share_slack /
     # sqrt(n_prompts) below member_min_targeted), is no ring candidate: a heavy human on a
@@ -615,7 +618,7 @@ class DetectionEngine:
         app's system prompt or a public benchmark's phrasing that hundreds of accounts sent, a few of
         which reused it yet (early in the day: mostly heavy, capability-targeted users), is a popular
         value all the same, evidence of no ring (as for early rings, whose keys count `key_holders`).
-        Measured on seeds 505 and 808: rings of 3 app users and an app user in a ring of 188 went.
+        Off by default (see DetectorConfig.key_popularity_all_holders): evasive rings' keys are such phrasings.
         """
         if not self.config.key_popularity_all_holders:
             return popularity
