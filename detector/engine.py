@@ -167,7 +167,8 @@ class DetectorConfig:
     # clearly less capability-targeted than a harvester's (its share plus member_share_slack /
     # sqrt(n_prompts) below member_min_targeted), is no ring candidate: a heavy human on a
     # popular client who reuses a common phrasing joined a ring of hundreds by those two values
-    # (seed 505, 20% and 9% targeted over 100-190 prompts); ring members' shares are 0.41-1.0.
+    # (seed 505, 20% and 9% targeted over 100-190 prompts); attacker accounts' shares over all
+    # their distinct prompts are 0.42-1.0 (seeds 505 and 8).
     # None: off
     member_min_targeted: float | None = 0.45
     member_share_slack: float = 2.0
