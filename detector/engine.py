@@ -45,6 +45,7 @@ from detector.state import (
     KeyCounts,
     KeyExamples,
     KeyTally,
+    TextNovelty,
     fold_key,
 )
 from features import clusters as cl
@@ -71,6 +72,8 @@ _KEY = "_key"
 _TICK = "_tick"
 # a sampled prompt's row in one pass's fingerprinted sample: where a wrapper key's example text is
 _ROW = "_row"
+# how often an account's text was answered successfully in a tick (TextNovelty)
+_OK = "_ok"
 _CODE_BITS = 3
 _CAPABILITY_CODES = pl.DataFrame(
     {pr.CAPABILITY: list(pr.CAPABILITIES), _CODE: pl.Series(range(len(pr.CAPABILITIES)), dtype=pl.UInt64)}
@@ -151,6 +154,34 @@ class DetectorConfig:
     # example prompts kept for ring evidence (detector/engine.py `_note_examples`): ~200 bytes each;
     # past this many, the half whose keys fewest accounts hold are dropped
     max_key_examples: int = 50_000
+    # known texts (detector/state.py TextNovelty): an account at least known_text_share of whose
+    # texts (distinct per tick, at least known_text_min of them) the platform had answered before
+    # (an earlier tick, any account) or answered twice in the tick is re-running a dataset (a
+    # benchmark harness: runs of one public benchmark, pass@k samples), not harvesting answers it
+    # lacks: it is not newly flagged, on its own or as a ring candidate. A harvester's texts are its
+    # fresh questions in its wrappers, until it has been at it for hours: measured on seeds 7, 101
+    # and 3033, bulk and heavy accounts that cycle their question pool pass 0.25 after 5-30 hours
+    # (long flagged by then), evasive and low-and-slow accounts stay below 0.15 (benign accounts
+    # up to 0.45; benchmark harnesses 0.27-0.29 when the solo rule flagged them on seeds 7 and 8,
+    # a fresh dataset's run diluting their re-runs, 0.5-1.0 later). So a flag it already has is
+    # kept. None: off
+    known_text_share: float | None = 0.25
+    known_text_min: int = 50
+    # a wrapper key's popularity counts every account that used it, not only those reusing it
+    # (`DetectionEngine._with_key_holders`). Off: replayed on 12 seeds it removed the app users'
+    # released false alarms (505: 3 -> 0, 808: 3 -> 0, 1202 ...) but cut the evasive rings' recall
+    # to 0-0.64 on 8 of them (202 and 606: never detected) and slowed the heavy campaign (seed 7:
+    # 17 -> 47 minutes): a paraphrasing ring's wrapper keys are phrasings many accounts use once
+    key_popularity_all_holders: bool = False
+    # an account that is a ring candidate by its anomaly score alone, whose sampled prompts are
+    # clearly less capability-targeted than a harvester's (its share plus member_share_slack /
+    # sqrt(n_prompts) below member_min_targeted), is no ring candidate: a heavy human on a
+    # popular client who reuses a common phrasing joined a ring of hundreds by those two values
+    # (seed 505, 20% and 9% targeted over 100-190 prompts); attacker accounts' shares over all
+    # their distinct prompts are 0.42-1.0 (seeds 505 and 8).
+    # None: off
+    member_min_targeted: float | None = 0.45
+    member_share_slack: float = 2.0
     # a redelivered or retried event within this much event time is recognised by its event_id
     dedupe_horizon: timedelta = timedelta(hours=24)
     random_state: int = 42
@@ -166,6 +197,8 @@ class _TickInput:
     distinct: pl.DataFrame
     templates: pl.DataFrame
     keys: pl.DataFrame
+    # (account_id, _KEY: the text's hash, _OK: answered successfully) of each distinct text (TextNovelty)
+    texts: pl.DataFrame
     # the pass's sampled prompt texts, which keys' _ROW points into (shared by its ticks)
     prompts: pl.Series
 
@@ -288,6 +321,8 @@ class DetectionEngine:
         self.key_examples = KeyExamples()
         # the ticks each account was active in lately (by account index): its synchrony with others
         self.activity = ActivityWindows()
+        # which texts the platform answered before, and how many of each account's texts were known
+        self.novelty = TextNovelty()
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
         # every account's sampled prompts and their targeted share, whatever its volume: ring
         # candidates by their prompts (`_targeted`, `_young_targeted`) are read off it
@@ -430,10 +465,15 @@ class DetectionEngine:
         ).with_row_index(_ROW)
         templates = pr.template_counts(fp, group_by=by).join(_CAPABILITY_CODES.lazy(), on=pr.CAPABILITY)
         keys = cl.template_key_counts(fp, group_by=by, first_row=_ROW)
+        texts = (
+            lf.filter(pl.col(s.PROMPT).is_not_null())
+            .group_by(*by, pl.col(s.PROMPT).hash(seed=29).alias(_KEY))
+            .agg((pl.col(s.STATUS).fill_null(200) < 400).sum().cast(pl.Int64).alias(_OK))
+        )
         # the fingerprinting is one shared subplan of these queries (collect_all caches it), so the
         # prompt texts and the rows the key counts point at come from the same evaluation
-        volume_df, distinct_df, templates_df, keys_df, prompts_df = pl.collect_all(
-            [volume, distinct, templates, keys, fp.select(s.PROMPT)], engine=POLARS_ENGINE
+        volume_df, distinct_df, templates_df, keys_df, prompts_df, texts_df = pl.collect_all(
+            [volume, distinct, templates, keys, fp.select(s.PROMPT), texts], engine=POLARS_ENGINE
         )
         prompts = prompts_df.get_column(s.PROMPT)
         tid = fold_key(templates_df.get_column(pr.TEMPLATE_ID).to_numpy())
@@ -450,12 +490,18 @@ class DetectionEngine:
             empty = df.clear().drop(_TICK)
             return lambda tick: parts.get(tick, empty)
 
-        volume_of, distinct_of, templates_of, keys_of = (
-            per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df)
+        volume_of, distinct_of, templates_of, keys_of, texts_of = (
+            per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df, texts_df)
         )
         return {
             tick: _TickInput(
-                events.drop(_TICK), volume_of(tick), distinct_of(tick), templates_of(tick), keys_of(tick), prompts
+                events.drop(_TICK),
+                volume_of(tick),
+                distinct_of(tick),
+                templates_of(tick),
+                keys_of(tick),
+                texts_of(tick),
+                prompts,
             )
             for (tick,), events in due.partition_by(_TICK, as_dict=True, maintain_order=True).items()
         }
@@ -475,6 +521,7 @@ class DetectionEngine:
         # (a string join) serves the activity windows, the template rows and the template links
         active_index = self.account_index.lookup(active)
         self.activity.mark(active_index.get_column(ACCOUNT_INDEX).to_numpy(), self._tick_no(tick))
+        self._note_texts(part.texts, active_index)
         # only active accounts' features can have changed: finalise just those
         prompt_features = self._prompt_features(self._template_rows_of(active_index).lazy()).collect(
             engine=POLARS_ENGINE
@@ -541,6 +588,87 @@ class DetectionEngine:
             # an account's first use of a key makes it one more holder of that key
             self.key_holders.add(fresh)
             self._note_examples(keys, prompts)
+
+    def _note_texts(self, texts: pl.DataFrame, index: pl.DataFrame) -> None:
+        """Count the tick's distinct texts per account, and which the platform had answered before (TextNovelty).
+
+        `index` is an `AccountIndex.lookup` of the tick's active accounts (every sender of `texts`).
+        """
+        if texts.height == 0:
+            return
+        rows = texts.join(index, on=s.ACCOUNT_ID)
+        self.novelty.add(
+            rows.get_column(ACCOUNT_INDEX).to_numpy(),
+            fold_key(rows.get_column(_KEY).to_numpy()),
+            rows.get_column(_OK).to_numpy(),
+        )
+
+    def _known_texts(self, accounts: pl.Series) -> np.ndarray:
+        """Per account of `accounts`: does it mostly re-send texts the platform answered before (a dataset re-run)?"""
+        share = self.config.known_text_share
+        if share is None or accounts.len() == 0:
+            return np.zeros(accounts.len(), dtype=bool)
+        index = self.account_index.lookup(accounts)
+        sent, known = self.novelty.of(index.get_column(ACCOUNT_INDEX).to_numpy())
+        rerun = (sent >= self.config.known_text_min) & (known >= share * sent)
+        # lookup returns the distinct accounts sorted: map back to the order asked
+        found = pl.DataFrame({s.ACCOUNT_ID: index.get_column(s.ACCOUNT_ID), "_rerun": rerun})
+        return (
+            pl.DataFrame({s.ACCOUNT_ID: accounts})
+            .join(found, on=s.ACCOUNT_ID, how="left", maintain_order="left")
+            .get_column("_rerun")
+            .fill_null(False)
+            .to_numpy()
+        )
+
+    def _with_key_holders(self, popularity: pl.DataFrame) -> pl.DataFrame:
+        """`popularity` (dim, value, n_accounts) with each wrapper key counting every account that used it.
+
+        The linking values are the keys accounts reuse, and `popularity` counts those accounts; an
+        app's system prompt or a public benchmark's phrasing that hundreds of accounts sent, a few of
+        which reused it yet (early in the day: mostly heavy, capability-targeted users), is a popular
+        value all the same, evidence of no ring (as for early rings, whose keys count `key_holders`).
+        Off by default (see DetectorConfig.key_popularity_all_holders): evasive rings' keys are such phrasings.
+        """
+        if not self.config.key_popularity_all_holders:
+            return popularity
+        is_key = pl.col(v.DIM).is_in([TEMPLATE, TEMPLATE_ONCE])
+        keys = popularity.filter(is_key).group_by(v.VALUE).agg(pl.col(N_ACCOUNTS).sum())
+        if keys.height == 0:
+            return popularity
+        k = keys.get_column(v.VALUE).cast(pl.UInt64).to_numpy()
+        holders = self.key_holders.counts_of(k)
+        keys = keys.select(
+            pl.lit(TEMPLATE).alias(v.DIM),
+            v.VALUE,
+            pl.max_horizontal(pl.col(N_ACCOUNTS).cast(pl.Int64), pl.Series(holders, dtype=pl.Int64))
+            .cast(popularity.schema[N_ACCOUNTS])
+            .alias(N_ACCOUNTS),
+        )
+        return pl.concat([popularity.filter(~is_key), keys.select(popularity.columns)])
+
+    def _harvesting(self, candidates: pl.Series) -> pl.Series:
+        """`candidates` without the accounts whose prompts show they are not harvesting.
+
+        Not newly a candidate: an account mostly re-sending texts the platform answered before (a
+        benchmark harness re-running a dataset, `_known_texts`); not a candidate at all: an account
+        whose many sampled prompts are clearly less capability-targeted than a harvester's.
+        """
+        if candidates.len() == 0:
+            return candidates
+        flagged = candidates.is_in(pl.Series(list(self.flags), dtype=pl.String).implode())
+        drop = pl.Series(self._known_texts(candidates)) & ~flagged
+        floor = self.config.member_min_targeted
+        if floor is not None:
+            summary = (
+                pl.DataFrame({s.ACCOUNT_ID: candidates})
+                .join(self.prompt_summary, on=s.ACCOUNT_ID, how="left", maintain_order="left")
+                .with_columns(pl.col(pr.N_PROMPTS).fill_null(0), pl.col(pr.TARGETED_SHARE).fill_null(0.0))
+            )
+            n = summary.get_column(pr.N_PROMPTS).cast(pl.Float64)
+            bound = summary.get_column(pr.TARGETED_SHARE) + self.config.member_share_slack / n.sqrt()
+            drop = drop | ((n > 0) & (bound < floor)).fill_null(False)
+        return candidates.filter(~drop)
 
     def _note_examples(self, keys: pl.DataFrame, prompts: pl.Series) -> None:
         """Keep an example prompt of wrapper keys that capability-targeted accounts share: evidence quotes it.
@@ -714,6 +842,10 @@ class DetectionEngine:
             & (rows.get_column(pr.TARGETED_SHARE).to_numpy() >= self.config.targeted_candidate_share - m)
             & (rows.get_column(pr.TOP_TEMPLATE_SHARE).to_numpy() >= self.config.solo_template_share - m)
         )
+        # a harness re-running a dataset of known texts is not harvesting, however single-template:
+        # not newly flagged (a harvester that has cycled its question pool keeps its flag)
+        flagged = ids.is_in(pl.Series(list(self.flags), dtype=pl.String).implode()).to_numpy()
+        solo &= ~(self._known_texts(ids) & ~flagged)
         solo_ids = [a for a, f in self.flags.items() if f.solo]
         for i in np.flatnonzero(~still_solo & ids.is_in(solo_ids).to_numpy()):
             flag = self.flags[id_list[i]]
@@ -752,6 +884,7 @@ class DetectionEngine:
             pl.concat([anomalous, targeted, pl.Series(s.ACCOUNT_ID, list(self.flags), dtype=pl.String)]).unique().sort()
         )
         young = young_accounts.get_column(s.ACCOUNT_ID).sort() if self.config.early_rings else suspicious.clear()
+        suspicious, young = self._harvesting(suspicious), self._harvesting(young)
         on_the_hour = tick.minute == 0 and tick.second == 0
         watched = pl.concat([suspicious, young])
         if not (force or on_the_hour or not watched.equals(self._last_suspicious)):
@@ -780,7 +913,7 @@ class DetectionEngine:
             .agg(pl.len().alias(N_ACCOUNTS))
         )
         members, evidence = candidate_rings(
-            links, suspicious, min_size=self.config.min_ring_size, popularity=popularity
+            links, suspicious, min_size=self.config.min_ring_size, popularity=self._with_key_holders(popularity)
         )
         members, evidence = self._with_early_rings(young, members, evidence)
         scored = (

@@ -260,3 +260,47 @@ class KeyExamples(Mapping[int, str]):
         """Drop every example but those of `key`."""
         mask = np.isin(self.sorted_keys, key)
         self.sorted_keys, self.texts = self.sorted_keys[mask], self.texts[mask]
+
+
+class TextNovelty:
+    """Which prompt texts the platform answered before, and per account how many of its texts were known.
+
+    A benchmark harness re-runs a fixed dataset of public prompts (a run a few hours later, another
+    model, pass@k samples of each item); a harvester wants answers it does not have, so its texts
+    (fresh questions in its wrappers) are new to the platform. Per tick, each account's distinct texts
+    are looked up among every text sent in earlier ticks by anyone (the account itself included); a
+    text answered successfully twice or more within the tick (pass@k; a retry follows a failure) is
+    known too. Texts are KEY_BITS-bit hashes (`fold_key`): with a million texts, a new one is taken
+    for known with odds of ~1e-5. Per account (dense index): texts sent (distinct per tick) and known.
+    """
+
+    def __init__(self) -> None:
+        self._seen = KeyCounts()
+        self._sent = np.zeros(0, dtype=np.int64)
+        self._known = np.zeros(0, dtype=np.int64)
+
+    def add(self, idx: np.ndarray, key: np.ndarray, n_ok: np.ndarray) -> None:
+        """One tick's distinct (account index, text key) pairs, with how often each was answered successfully."""
+        if key.size == 0:
+            return
+        idx = idx.astype(np.int64)
+        zero = np.zeros(key.size, dtype=np.uint64)
+        known = (self._seen.counts_of(zero, key) > 0) | (n_ok >= 2)
+        # once per text of the tick, whoever sent it
+        texts = np.unique(key.astype(np.uint64))
+        self._seen.add(np.zeros(texts.size, dtype=np.uint64), texts, np.ones(texts.size, dtype=np.int64))
+        n = int(idx.max()) + 1
+        if n > self._sent.size:
+            size = max(n, 2 * self._sent.size, 1024)
+            self._sent = np.concatenate([self._sent, np.zeros(size - self._sent.size, dtype=np.int64)])
+            self._known = np.concatenate([self._known, np.zeros(size - self._known.size, dtype=np.int64)])
+        self._sent += np.bincount(idx, minlength=self._sent.size)
+        self._known += np.bincount(idx, weights=known, minlength=self._known.size).astype(np.int64)
+
+    def of(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(texts sent, texts known) of accounts `idx` (0, 0 for accounts never seen)."""
+        idx = idx.astype(np.int64)
+        sent, known = np.zeros(idx.size, dtype=np.int64), np.zeros(idx.size, dtype=np.int64)
+        ok = idx < self._sent.size
+        sent[ok], known[ok] = self._sent[idx[ok]], self._known[idx[ok]]
+        return sent, known

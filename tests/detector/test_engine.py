@@ -353,3 +353,151 @@ def test_scoring_leaves_a_ring_members_action_when_its_solo_evidence_fades() -> 
     engine._score(t0 + STEP, row, active=active, scores=np.array([0.2]))
     # it was downgraded to throttle until the next linking pass set the ring's action again
     assert (flag.solo, flag.active, flag.ring_id, flag.action) == (False, True, "ring-1", "block")
+
+
+def _accounts_like_the_ring(
+    prefix: str, *, n: int, texts: list[list[str]], start: datetime, every: timedelta, spacing: int = 4
+) -> pl.DataFrame:
+    """`n` accounts on the planted ring's network and client, each sending `texts[k]` from start + k * every on,
+    one every `spacing` seconds."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for a in range(n):
+        for k, burst in enumerate(texts):
+            t0 = start + k * every + timedelta(seconds=11 * a)
+            for j, text in enumerate(burst):
+                rows.append(
+                    {
+                        s.EVENT_ID: f"{prefix}{a}-{k}-{j}",
+                        s.TS: t0 + timedelta(seconds=spacing * j),
+                        s.ACCOUNT_ID: f"{prefix}{a:02d}",
+                        s.IP: f"203.0.113.{int(rng.integers(1, 250))}",
+                        s.USER_AGENT: "harvester/1.0",
+                        s.MODEL: "m-large",
+                        s.ENDPOINT: "/v1/messages",
+                        s.PROMPT_TOKENS: 60,
+                        s.COMPLETION_TOKENS: 2000,
+                        s.STATUS: 200,
+                        s.PROMPT: text,
+                    }
+                )
+    df = pl.DataFrame(rows).with_columns(pl.col(s.TS).dt.cast_time_unit("ms"))
+    for c, dt in s.EVENT_SCHEMA.items():
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=dt).alias(c))
+    return df.select([pl.col(c).cast(dt) for c, dt in s.EVENT_SCHEMA.items()])
+
+
+def test_accounts_re_running_a_dataset_of_known_texts_are_not_flagged() -> None:
+    # a benchmark lab's harnesses on one network and client, each running the same 60 public
+    # problems twice (pass@2) in its first run and once more every hour: their texts are known to
+    # the platform (answered twice, then answered in earlier ticks); a harvester's are fresh
+    wrapper = "Think step by step and show all of your reasoning before the final answer"
+    dataset = [f"{wrapper}: problem {i}" for i in range(60)]
+    start = datetime(2026, 5, 1, 3, tzinfo=UTC)
+    harness = _accounts_like_the_ring(
+        "bench", n=6, texts=[dataset + dataset, *[dataset] * 5], start=start, every=timedelta(hours=1)
+    )
+    events = pl.concat([EVENTS.filter(~pl.col(s.ACCOUNT_ID).str.starts_with("ring")), harness]).sort(s.TS)
+    on = DetectionEngine(CONFIG)
+    on.ingest(events)
+    on.flush()
+    off = DetectionEngine(replace(CONFIG, known_text_share=None))
+    off.ingest(events)
+    off.flush()
+    bench = {f"bench{a:02d}" for a in range(6)}
+    # without the signal the harnesses are a ring (shared network, client and wrapper, targeted prompts)
+    assert bench <= set(off.flags)
+    assert not bench & set(on.flags)
+    sent, known = on.novelty.of(on.account_index.lookup(pl.Series(sorted(bench))).get_column("account_idx").to_numpy())
+    assert (sent == 60 * 6).all() and (known == sent).all()
+    # the planted ring's fresh questions are new to the platform: it is flagged as before
+    assert {f"ring{a:02d}" for a in range(12)} <= set(ONE_PASS.flags)
+    ring = ONE_PASS.account_index.lookup(pl.Series([f"ring{a:02d}" for a in range(12)]))
+    sent, known = ONE_PASS.novelty.of(ring.get_column("account_idx").to_numpy())
+    assert CONFIG.known_text_share is not None
+    # (a few of its 1,800 random problem numbers repeat: well below the share that marks a re-run)
+    assert (sent >= 140).all() and (known < 0.5 * CONFIG.known_text_share * sent).all()
+
+
+def test_an_anomalous_account_with_few_targeted_prompts_is_no_ring_member() -> None:
+    # a heavy human on the ring's network and client (a popular proxy, a popular SDK), busy enough
+    # to be anomalous, whose many prompts are ordinary questions: it shares the ring's values, but
+    # clearly is not harvesting
+    # (busy since before the ring started: by then its sampled prompts say what it asks about)
+    chatter = [f"tell me about the weather and my garden for day {i} of the trip" for i in range(600)]
+    human = _accounts_like_the_ring(
+        "busy", n=1, texts=[chatter], start=datetime(2026, 5, 1, tzinfo=UTC), every=STEP, spacing=24
+    )
+    events = pl.concat([EVENTS, human]).sort(s.TS)
+    off = DetectionEngine(replace(CONFIG, member_min_targeted=None))
+    off.ingest(events)
+    off.flush()
+    on = DetectionEngine(CONFIG)
+    on.ingest(events)
+    on.flush()
+    assert "busy00" in off.flags and off.flags["busy00"].ring_id is not None
+    assert "busy00" not in on.flags
+    assert {f"ring{a:02d}" for a in range(12)} <= set(on.flags)
+
+
+def _app_traffic(*, users: int, heavy: int, start: datetime) -> pl.DataFrame:
+    """An IDE app's users: each wraps its question in the app's prompt, from its own address and network.
+
+    `users` send one question early in the day; `heavy` more send eight coding questions each from
+    two hours later, reusing the app's wrapper (recurring keys) with mostly capability-targeted prompts.
+    """
+    wrapper = "You are DevPilot, the assistant inside the Nimbus IDE. Keep answers short and cite the open file"
+    tasks = [
+        "parse a csv file",
+        "merge two sorted lists",
+        "reverse a linked list",
+        "validate an email address",
+        "compute a moving average",
+        "debounce a callback",
+        "flatten a nested dict",
+        "retry an http call",
+    ]
+    rows = []
+    plan = [(f"app{u:02d}", start + timedelta(minutes=2 * u), [tasks[u % 8]]) for u in range(users)]
+    plan += [(f"dev{u:02d}", start + timedelta(hours=2, minutes=5 * u), tasks) for u in range(heavy)]
+    for n, (account, t0, asked) in enumerate(plan):
+        for j, task in enumerate(asked):
+            rows.append(
+                {
+                    s.EVENT_ID: f"{account}-{j}",
+                    s.TS: t0 + timedelta(minutes=7 * j),
+                    s.ACCOUNT_ID: account,
+                    s.IP: f"100.{64 + n}.{j}.7",
+                    s.USER_AGENT: "DevPilot/2.1",
+                    s.MODEL: "m-large",
+                    s.ENDPOINT: "/v1/messages",
+                    s.PROMPT_TOKENS: 300,
+                    s.COMPLETION_TOKENS: 500,
+                    s.STATUS: 200,
+                    s.PROMPT: f"{wrapper}.\n\nWrite a Python function to {task}, version {n}.{j}",
+                }
+            )
+    df = pl.DataFrame(rows).with_columns(pl.col(s.TS).dt.cast_time_unit("ms"))
+    for c, dt in s.EVENT_SCHEMA.items():
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=dt).alias(c))
+    return df.select([pl.col(c).cast(dt) for c, dt in s.EVENT_SCHEMA.items()])
+
+
+def test_a_wrapper_many_accounts_used_once_links_nobody_however_few_reuse_it() -> None:
+    # (an option, off by default: it costs evasive rings their evidence) forty users sent the
+    # app's wrapper once each; three heavy coding users reuse it: the
+    # only value the three share is the app's wrapper, which most of its holders (all who used
+    # it, not only the three who reuse it) are no candidates for: a popular value, no ring
+    events = pl.concat([EVENTS, _app_traffic(users=40, heavy=3, start=datetime(2026, 5, 1, tzinfo=UTC))]).sort(s.TS)
+    devs = {f"dev{u:02d}" for u in range(3)}
+    off = DetectionEngine(replace(CONFIG, key_popularity_all_holders=False))
+    off.ingest(events)
+    off.flush()
+    on = DetectionEngine(replace(CONFIG, key_popularity_all_holders=True))
+    on.ingest(events)
+    on.flush()
+    assert devs <= set(off.flags)
+    assert not devs & set(on.flags)
+    assert {f"ring{a:02d}" for a in range(12)} <= set(on.flags)

@@ -84,3 +84,15 @@ def test_key_examples_behave_as_a_dict_of_their_keys(batches: list[list[int]]) -
     examples.keep(np.array(kept, dtype=np.uint64))
     assert examples == {k: want[k] for k in kept}
     assert 12345678901 not in examples or 12345678901 in want
+
+
+def test_text_novelty_counts_texts_answered_before_or_twice_in_a_tick() -> None:
+    from detector.state import TextNovelty
+
+    novelty = TextNovelty()
+    # tick 1: account 0 sends texts 1, 2 (text 2 answered twice: pass@k); account 3 sends text 1 too
+    novelty.add(np.array([0, 0, 3]), np.array([1, 2, 1], dtype=np.uint64), np.array([1, 2, 1]))
+    assert [x.tolist() for x in novelty.of(np.array([0, 3, 5]))] == [[2, 1, 0], [1, 0, 0]]
+    # tick 2: account 5 sends text 1 (known: answered before) and text 9 (new); a retry after a failure is no re-run
+    novelty.add(np.array([5, 5]), np.array([1, 9], dtype=np.uint64), np.array([1, 1]))
+    assert [x.tolist() for x in novelty.of(np.array([0, 5, 99]))] == [[2, 2, 0], [1, 1, 0]]
