@@ -275,7 +275,7 @@ class TextNovelty:
     """
 
     def __init__(self) -> None:
-        self._seen = KeyCounts()
+        self._seen = KeyTally()
         self._sent = np.zeros(0, dtype=np.int64)
         self._known = np.zeros(0, dtype=np.int64)
 
@@ -284,11 +284,9 @@ class TextNovelty:
         if key.size == 0:
             return
         idx = idx.astype(np.int64)
-        zero = np.zeros(key.size, dtype=np.uint64)
-        known = (self._seen.counts_of(zero, key) > 0) | (n_ok >= 2)
+        known = (self._seen.counts_of(key) > 0) | (n_ok >= 2)
         # once per text of the tick, whoever sent it
-        texts = np.unique(key.astype(np.uint64))
-        self._seen.add(np.zeros(texts.size, dtype=np.uint64), texts, np.ones(texts.size, dtype=np.int64))
+        self._seen.add(np.unique(key.astype(np.uint64)))
         n = int(idx.max()) + 1
         if n > self._sent.size:
             size = max(n, 2 * self._sent.size, 1024)
