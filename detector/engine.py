@@ -949,6 +949,7 @@ class DetectionEngine:
                 min_co_active_ticks=self.config.early_co_active_ticks,
                 concerted=onset,
                 min_concerted_shared=self.config.early_onset_keys,
+                flagged=pl.Series(s.ACCOUNT_ID, [a for a, f in self.flags.items() if f.active], dtype=pl.String),
                 min_suspicious_share=0.5,
                 min_size=self.config.min_ring_size,
             )

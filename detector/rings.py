@@ -391,6 +391,7 @@ def pairwise_rings(
     min_co_active_ticks: int = 1,
     concerted: pl.Series | None = None,
     min_concerted_shared: int | None = None,
+    flagged: pl.Series | None = None,
     min_suspicious_share: float = 0.5,
     min_size: int = 3,
     max_conductance: float = MAX_CONDUCTANCE,
@@ -414,8 +415,8 @@ def pairwise_rings(
     also linked by that many keys when they were active in at least `min_co_active_ticks` common
     ticks and the link closes a triangle of such links (see `_co_active_links`). With `concerted` (the
     accounts whose candidacy began lately after a past of other activity) and `min_concerted_shared`,
-    two such accounts are linked by that many keys when the link closes a triangle of such links (see
-    `_concerted_links`).
+    two such accounts are linked by that many keys when the link closes a triangle of such links and
+    neither or both of them are already `flagged` (see `_concerted_links`).
     Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
     `candidate_rings`.
     """
@@ -455,8 +456,10 @@ def pairwise_rings(
         )
         pair |= _co_active_links(shared, partnered, w, min_shared=min_co_active_shared, min_ticks=min_co_active_ticks)
     if concerted is not None and min_concerted_shared is not None:
-        fresh = a_index.get_column(s.ACCOUNT_ID).is_in(concerted.implode()).to_numpy()
-        pair |= _concerted_links(shared, fresh, min_shared=min_concerted_shared)
+        ids = a_index.get_column(s.ACCOUNT_ID)
+        fresh = ids.is_in(concerted.implode()).to_numpy()
+        is_flagged = ids.is_in(flagged.implode()).to_numpy() if flagged is not None else np.zeros(n_a, dtype=bool)
+        pair |= _concerted_links(shared, fresh, is_flagged, min_shared=min_concerted_shared)
     if not pair.any():
         return _no_rings()
     # two accounts sharing many keys are tied more closely than two sharing a prompt's worth
@@ -509,7 +512,7 @@ def _co_active_links(
     return out
 
 
-def _concerted_links(shared: coo_matrix, fresh: np.ndarray, *, min_shared: int) -> np.ndarray:
+def _concerted_links(shared: coo_matrix, fresh: np.ndarray, flagged: np.ndarray, *, min_shared: int) -> np.ndarray:
     """Which entries of `shared` (pairs' shared key counts) are concerted-onset links.
 
     An evasive ring's aged accounts share one prompt's worth of wrapper keys pairwise (7-8) for its
@@ -518,12 +521,16 @@ def _concerted_links(shared: coo_matrix, fresh: np.ndarray, *, min_shared: int) 
     ordinary use; look-alikes turn into candidates at unrelated times. `fresh` marks the accounts
     whose candidacy began lately after such a past (detector/engine.py `_concerted`); a link needs
     two fresh ends sharing `min_shared` keys and a third fresh account linked the same way to both
-    (one coincidental pair is not a ring). Measured on the per-tick recordings of seeds 404, 808,
-    1303 and 2024: the triangle surfaces the evasive rings of 404 and 2024 within the hour and adds
-    no non-attacker account to an early ring.
+    (one coincidental pair is not a ring). The rule surfaces a ring nobody has flagged yet: a link
+    never ties an account that is not `flagged` to one that is (replayed, seed 7's app user who
+    turned candidate as its evasive ring started was tied to two of the ring's flagged members by 7
+    keys each, and held for an hour); a flagged ring grows by the stronger rules. Measured on the
+    per-tick recordings of seeds 404, 808, 1303 and 2024: the triangle surfaces the evasive rings of
+    404 and 2024 within the hour and adds no non-attacker account to an early ring.
     """
     upper = shared.row < shared.col
     co = upper & fresh[shared.row] & fresh[shared.col] & (shared.data >= min_shared)
+    co &= flagged[shared.row] == flagged[shared.col]
     if not co.any():
         return co
     n = fresh.size

@@ -75,6 +75,7 @@ def _pairwise(
     windows: dict[str, int] | None = None,
     co_keys: int = 7,
     concerted: list[str] | None = None,
+    flagged: list[str] | None = None,
 ) -> list[str]:
     """Members of the early rings of young targeted accounts holding `holdings` (account -> wrapper keys).
 
@@ -101,6 +102,7 @@ def _pairwise(
         min_co_active_shared=co_keys,
         concerted=None if concerted is None else pl.Series("account_id", concerted, dtype=pl.String),
         min_concerted_shared=7,
+        flagged=None if flagged is None else pl.Series("account_id", flagged, dtype=pl.String),
         min_size=3,
     )
     return sorted(members.get_column("account_id").to_list())
@@ -195,6 +197,16 @@ def test_a_concerted_pair_does_not_pull_in_an_older_candidate() -> None:
     app = {f"u{i}": _prompt("app-prompt") + [f"u{i}-own-{j}" for j in range(3)] for i in range(3)}
     assert _pairwise(app, min_bridge=7, concerted=["u0", "u1"]) == []
     assert _pairwise(app, min_bridge=7, concerted=["u0", "u1", "u2"]) == ["u0", "u1", "u2"]
+
+
+def test_concerted_links_do_not_tie_a_newcomer_to_a_flagged_ring() -> None:
+    # an app user turning candidate as a ring starts shares one prompt with two of its members: once
+    # they are flagged, the concerted rule does not pull it in (a flagged ring grows by stronger rules)
+    trio = ["e0", "e1", "e2"]
+    assert _pairwise(EVASIVE, min_bridge=7, concerted=trio, flagged=["e0", "e1"]) == []
+    # the ring it surfaced, all flagged, is held by the same links tick after tick
+    assert _pairwise(EVASIVE, min_bridge=7, concerted=trio, flagged=trio) == trio
+    assert _pairwise(EVASIVE, min_bridge=7, concerted=trio, flagged=[]) == trio
 
 
 def test_co_activity_does_not_grow_a_ring_of_two_prompt_partners() -> None:
