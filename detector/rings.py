@@ -522,15 +522,22 @@ def _concerted_links(shared: coo_matrix, fresh: np.ndarray, flagged: np.ndarray,
     whose candidacy began lately after such a past (detector/engine.py `_concerted`); a link needs
     two fresh ends sharing `min_shared` keys and a third fresh account linked the same way to both
     (one coincidental pair is not a ring). The rule surfaces a ring nobody has flagged yet: a link
-    never ties an account that is not `flagged` to one that is (replayed, seed 7's app user who
-    turned candidate as its evasive ring started was tied to two of the ring's flagged members by 7
-    keys each, and held for an hour); a flagged ring grows by the stronger rules. Measured on the
+    never ties an account that is not `flagged` to one that is, nor involves an unflagged account
+    sharing `min_shared` keys with a flagged one (a flagged ring's fringe): replayed, seed 7's app
+    user who turned candidate as its evasive ring started was tied to two flagged members by 7 keys
+    each, then to two newcomers of the ring, and held for an hour; a flagged ring grows by the
+    stronger rules. Measured on the
     per-tick recordings of seeds 404, 808, 1303 and 2024: the triangle surfaces the evasive rings of
     404 and 2024 within the hour and adds no non-attacker account to an early ring.
     """
     upper = shared.row < shared.col
-    co = upper & fresh[shared.row] & fresh[shared.col] & (shared.data >= min_shared)
-    co &= flagged[shared.row] == flagged[shared.col]
+    strong_enough = upper & (shared.data >= min_shared)
+    # an unflagged account that shares as much with a flagged one is a flagged ring's fringe
+    fringe = np.zeros(fresh.size, dtype=bool)
+    across = strong_enough & (flagged[shared.row] != flagged[shared.col])
+    fringe[np.where(flagged[shared.row[across]], shared.col[across], shared.row[across])] = True
+    fresh = fresh & ~fringe
+    co = strong_enough & fresh[shared.row] & fresh[shared.col] & (flagged[shared.row] == flagged[shared.col])
     if not co.any():
         return co
     n = fresh.size

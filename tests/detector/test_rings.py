@@ -207,6 +207,10 @@ def test_concerted_links_do_not_tie_a_newcomer_to_a_flagged_ring() -> None:
     # the ring it surfaced, all flagged, is held by the same links tick after tick
     assert _pairwise(EVASIVE, min_bridge=7, concerted=trio, flagged=trio) == trio
     assert _pairwise(EVASIVE, min_bridge=7, concerted=trio, flagged=[]) == trio
+    # nor do newcomers of a flagged ring form a ring with it through concerted links: the trio,
+    # one of whom shares a prompt with a flagged account, is that ring's fringe
+    holdings = {**EVASIVE, "f": _prompt("wrapper", 7)}
+    assert _pairwise(holdings, min_bridge=7, concerted=trio, flagged=["f"]) == []
 
 
 def test_co_activity_does_not_grow_a_ring_of_two_prompt_partners() -> None:
