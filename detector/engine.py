@@ -144,7 +144,8 @@ class DetectorConfig:
     # Measured on the per-tick recordings of seeds 404, 808, 1303, 2024: 7 keys, 4 ticks (1 h), 8
     # ticks (2 h) of history surface the evasive rings of 404 (79 -> 34 min) and 2024 (52 min) and
     # add no non-attacker account to an early ring; 2 ticks of history also surface 808's (54) but
-    # add an app user on 404 and a benign account on 2024. None: off
+    # add an app user on 404 and a benign account on 2024. Replayed on 18 seeds (with the fringe rule
+    # of _concerted_links): 404 78 -> 34 min, 2024 67 -> 52, every other figure unchanged. None: off
     early_onset_keys: int | None = 7
     early_onset_ticks: int = 4
     early_onset_history: int = 8
