@@ -389,6 +389,9 @@ def pairwise_rings(
     windows: pl.DataFrame | None = None,
     min_co_active_shared: int | None = None,
     min_co_active_ticks: int = 1,
+    concerted: pl.Series | None = None,
+    min_concerted_shared: int | None = None,
+    flagged: pl.Series | None = None,
     min_suspicious_share: float = 0.5,
     min_size: int = 3,
     max_conductance: float = MAX_CONDUCTANCE,
@@ -410,7 +413,10 @@ def pairwise_rings(
     With `windows` (account_id, active_windows: masks of the recent ticks each account was active in,
     features/synchrony.py) and `min_co_active_shared`, two accounts without a two-prompt partner are
     also linked by that many keys when they were active in at least `min_co_active_ticks` common
-    ticks and the link closes a triangle of such links (see `_co_active_links`).
+    ticks and the link closes a triangle of such links (see `_co_active_links`). With `concerted` (the
+    accounts whose candidacy began lately after a past of other activity) and `min_concerted_shared`,
+    two such accounts are linked by that many keys when the link closes a triangle of such links and
+    neither or both of them are already `flagged` (see `_concerted_links`).
     Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
     `candidate_rings`.
     """
@@ -449,6 +455,11 @@ def pairwise_rings(
             .to_numpy()
         )
         pair |= _co_active_links(shared, partnered, w, min_shared=min_co_active_shared, min_ticks=min_co_active_ticks)
+    if concerted is not None and min_concerted_shared is not None:
+        ids = a_index.get_column(s.ACCOUNT_ID)
+        fresh = ids.is_in(concerted.implode()).to_numpy()
+        is_flagged = ids.is_in(flagged.implode()).to_numpy() if flagged is not None else np.zeros(n_a, dtype=bool)
+        pair |= _concerted_links(shared, fresh, is_flagged, min_shared=min_concerted_shared)
     if not pair.any():
         return _no_rings()
     # two accounts sharing many keys are tied more closely than two sharing a prompt's worth
@@ -492,6 +503,44 @@ def _co_active_links(
     if not co.any():
         return co
     n = partnered.size
+    adj = coo_matrix((np.ones(int(co.sum())), (shared.row[co], shared.col[co])), shape=(n, n)).tocsr()
+    adj = ((adj + adj.T) > 0).astype(np.int64)
+    # a link closes a triangle when its two ends have a common neighbour
+    common = np.asarray((adj[shared.row[co]].multiply(adj[shared.col[co]])).sum(axis=1)).ravel()
+    out = np.zeros_like(co)
+    out[np.flatnonzero(co)[common > 0]] = True
+    return out
+
+
+def _concerted_links(shared: coo_matrix, fresh: np.ndarray, flagged: np.ndarray, *, min_shared: int) -> np.ndarray:
+    """Which entries of `shared` (pairs' shared key counts) are concerted-onset links.
+
+    An evasive ring's aged accounts share one prompt's worth of wrapper keys pairwise (7-8) for its
+    first hour, as app users and students sharing a popular phrasing do. What sets the ring apart is
+    when its accounts turned into candidates: together, at the campaign's start, after a past of
+    ordinary use; look-alikes turn into candidates at unrelated times. `fresh` marks the accounts
+    whose candidacy began lately after such a past (detector/engine.py `_concerted`); a link needs
+    two fresh ends sharing `min_shared` keys and a third fresh account linked the same way to both
+    (one coincidental pair is not a ring). The rule surfaces a ring nobody has flagged yet: a link
+    never ties an account that is not `flagged` to one that is, nor involves an unflagged account
+    sharing `min_shared` keys with a flagged one (a flagged ring's fringe): replayed, seed 7's app
+    user who turned candidate as its evasive ring started was tied to two flagged members by 7 keys
+    each, then to two newcomers of the ring, and held for an hour; a flagged ring grows by the
+    stronger rules. Measured on the
+    per-tick recordings of seeds 404, 808, 1303 and 2024: the triangle surfaces the evasive rings of
+    404 and 2024 within the hour and adds no non-attacker account to an early ring.
+    """
+    upper = shared.row < shared.col
+    strong_enough = upper & (shared.data >= min_shared)
+    # an unflagged account that shares as much with a flagged one is a flagged ring's fringe
+    fringe = np.zeros(fresh.size, dtype=bool)
+    across = strong_enough & (flagged[shared.row] != flagged[shared.col])
+    fringe[np.where(flagged[shared.row[across]], shared.col[across], shared.row[across])] = True
+    fresh = fresh & ~fringe
+    co = strong_enough & fresh[shared.row] & fresh[shared.col] & (flagged[shared.row] == flagged[shared.col])
+    if not co.any():
+        return co
+    n = fresh.size
     adj = coo_matrix((np.ones(int(co.sum())), (shared.row[co], shared.col[co])), shape=(n, n)).tocsr()
     adj = ((adj + adj.T) > 0).astype(np.int64)
     # a link closes a triangle when its two ends have a common neighbour

@@ -501,3 +501,27 @@ def test_a_wrapper_many_accounts_used_once_links_nobody_however_few_reuse_it() -
     assert devs <= set(off.flags)
     assert not devs & set(on.flags)
     assert {f"ring{a:02d}" for a in range(12)} <= set(on.flags)
+
+
+def test_candidacy_onset_is_concerted_only_lately_and_after_a_past() -> None:
+    # the concerted-onset links' material: when each young targeted account became a candidate,
+    # and whether it had been active early_onset_history ticks before (an aged account switching)
+    engine = DetectionEngine(CONFIG)
+    start = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    now = sy.tick_number(start, STEP)
+    index = engine.account_index.lookup(pl.Series(s.ACCOUNT_ID, ["aged", "fresh", "late"]))
+    idx = dict(zip(index.get_column(s.ACCOUNT_ID).to_list(), index.get_column("account_idx").to_list(), strict=True))
+    history = CONFIG.early_onset_history
+    # "aged" was active long before; "fresh" only in the last few ticks (a new account)
+    engine.activity.mark(np.array([idx["aged"]]), now - history - 2)
+    engine.activity.mark(np.array([idx["aged"], idx["fresh"]]), now - 1)
+    engine.activity.mark(np.array([idx["aged"], idx["fresh"]]), now)
+    engine.last_tick = start
+    candidates = index.filter(pl.col(s.ACCOUNT_ID) != "late")
+    assert engine._concerted(candidates).to_list() == ["aged"]
+    # within early_onset_ticks the onset still counts; seen again, an onset is not reset
+    engine.last_tick = start + STEP * (CONFIG.early_onset_ticks - 1)
+    assert engine._concerted(candidates).to_list() == ["aged"]
+    engine.last_tick = start + STEP * CONFIG.early_onset_ticks
+    engine.activity.mark(np.array([idx["late"]]), sy.tick_number(engine.last_tick, STEP))
+    assert engine._concerted(index).to_list() == []

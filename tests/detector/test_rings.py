@@ -70,7 +70,12 @@ def test_infrastructure_links_count_whatever_the_wrapper_share() -> None:
 
 
 def _pairwise(
-    holdings: dict[str, list[str]], min_bridge: int | None, windows: dict[str, int] | None = None, co_keys: int = 7
+    holdings: dict[str, list[str]],
+    min_bridge: int | None,
+    windows: dict[str, int] | None = None,
+    co_keys: int = 7,
+    concerted: list[str] | None = None,
+    flagged: list[str] | None = None,
 ) -> list[str]:
     """Members of the early rings of young targeted accounts holding `holdings` (account -> wrapper keys).
 
@@ -95,6 +100,9 @@ def _pairwise(
         min_bridge=min_bridge,
         windows=active,
         min_co_active_shared=co_keys,
+        concerted=None if concerted is None else pl.Series("account_id", concerted, dtype=pl.String),
+        min_concerted_shared=7,
+        flagged=None if flagged is None else pl.Series("account_id", flagged, dtype=pl.String),
         min_size=3,
     )
     return sorted(members.get_column("account_id").to_list())
@@ -172,6 +180,37 @@ def test_the_same_trio_acting_in_turns_is_not() -> None:
 def test_a_co_active_pair_is_not_a_ring_without_a_third() -> None:
     # e0 and e1 in step, e2 never with either: the one co-active link closes no triangle
     assert _pairwise(EVASIVE, min_bridge=7, windows={"e0": 0b11, "e1": 0b11, "e2": 0b100}) == []
+
+
+def test_a_trio_turned_candidates_together_after_a_past_is_an_early_ring() -> None:
+    # the evasive trio acting in turns (no common tick), but all three became candidates lately
+    # after a past of ordinary use: a campaign starting on aged accounts
+    turns = {"e0": 0b1, "e1": 0b10, "e2": 0b100}
+    assert _pairwise(EVASIVE, min_bridge=7, windows=turns, concerted=["e0", "e1", "e2"]) == ["e0", "e1", "e2"]
+    # one of them a candidate for long (or new, without a past): the other pair is no ring
+    assert _pairwise(EVASIVE, min_bridge=7, windows=turns, concerted=["e0", "e1"]) == []
+    assert _pairwise(EVASIVE, min_bridge=7, windows=turns, concerted=[]) == []
+
+
+def test_a_concerted_pair_does_not_pull_in_an_older_candidate() -> None:
+    # app users sharing one prompt: two turned candidates lately, the third long ago
+    app = {f"u{i}": _prompt("app-prompt") + [f"u{i}-own-{j}" for j in range(3)] for i in range(3)}
+    assert _pairwise(app, min_bridge=7, concerted=["u0", "u1"]) == []
+    assert _pairwise(app, min_bridge=7, concerted=["u0", "u1", "u2"]) == ["u0", "u1", "u2"]
+
+
+def test_concerted_links_do_not_tie_a_newcomer_to_a_flagged_ring() -> None:
+    # an app user turning candidate as a ring starts shares one prompt with two of its members: once
+    # they are flagged, the concerted rule does not pull it in (a flagged ring grows by stronger rules)
+    trio = ["e0", "e1", "e2"]
+    assert _pairwise(EVASIVE, min_bridge=7, concerted=trio, flagged=["e0", "e1"]) == []
+    # the ring it surfaced, all flagged, is held by the same links tick after tick
+    assert _pairwise(EVASIVE, min_bridge=7, concerted=trio, flagged=trio) == trio
+    assert _pairwise(EVASIVE, min_bridge=7, concerted=trio, flagged=[]) == trio
+    # nor do newcomers of a flagged ring form a ring with it through concerted links: the trio,
+    # one of whom shares a prompt with a flagged account, is that ring's fringe
+    holdings = {**EVASIVE, "f": _prompt("wrapper", 7)}
+    assert _pairwise(holdings, min_bridge=7, concerted=trio, flagged=["f"]) == []
 
 
 def test_co_activity_does_not_grow_a_ring_of_two_prompt_partners() -> None:
