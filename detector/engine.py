@@ -341,6 +341,8 @@ class DetectionEngine:
         self.activity = ActivityWindows()
         # which texts the platform answered before, and how many of each account's texts were known
         self.novelty = TextNovelty()
+        # the accounts `_known_texts` finds re-running a dataset, as of the last texts noted
+        self._reruns: pl.Series | None = None
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
         # every account's sampled prompts and their targeted share, whatever its volume: ring
         # candidates by their prompts (`_targeted`, `_young_targeted`) are read off it
@@ -617,6 +619,7 @@ class DetectionEngine:
         """
         if texts.height == 0:
             return
+        self._reruns = None
         rows = texts.join(index, on=s.ACCOUNT_ID)
         self.novelty.add(
             rows.get_column(ACCOUNT_INDEX).to_numpy(),
@@ -629,18 +632,13 @@ class DetectionEngine:
         share = self.config.known_text_share
         if share is None or accounts.len() == 0:
             return np.zeros(accounts.len(), dtype=bool)
-        index = self.account_index.lookup(accounts)
-        sent, known = self.novelty.of(index.get_column(ACCOUNT_INDEX).to_numpy())
-        rerun = (sent >= self.config.known_text_min) & (known >= share * sent)
-        # lookup returns the distinct accounts sorted: map back to the order asked
-        found = pl.DataFrame({s.ACCOUNT_ID: index.get_column(s.ACCOUNT_ID), "_rerun": rerun})
-        return (
-            pl.DataFrame({s.ACCOUNT_ID: accounts})
-            .join(found, on=s.ACCOUNT_ID, how="left", maintain_order="left")
-            .get_column("_rerun")
-            .fill_null(False)
-            .to_numpy()
-        )
+        if self._reruns is None:
+            # the re-running accounts change only when the texts do (once a tick): found once, by
+            # index, rather than looking every candidate up in the account index at every call
+            sent, known = self.novelty.of(np.arange(len(self.account_index)))
+            rerun = np.flatnonzero((sent >= self.config.known_text_min) & (known >= share * sent))
+            self._reruns = self.account_index.ids_of(rerun).implode()
+        return accounts.is_in(self._reruns).to_numpy()
 
     def _with_key_holders(self, popularity: pl.DataFrame) -> pl.DataFrame:
         """`popularity` (dim, value, n_accounts) with each wrapper key counting every account that used it.
