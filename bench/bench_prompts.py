@@ -53,9 +53,7 @@ def build_events(n: int, attack_share: float, seed: int) -> pl.DataFrame:
     n_attack = int(n * attack_share)
     rows = []
     for i in range(n_attack):
-        rows.append(
-            (f"ring-{i % 50}", WRAPPERS[i % 50 % len(WRAPPERS)].format(q=rng.choice(texts)))
-        )
+        rows.append((f"ring-{i % 50}", WRAPPERS[i % 50 % len(WRAPPERS)].format(q=rng.choice(texts))))
     for _ in range(n - n_attack):
         rows.append((f"user-{rng.randrange(20_000)}", rng.choice(human)))
     rng.shuffle(rows)
@@ -116,10 +114,7 @@ def main() -> None:
     t0 = time.perf_counter()
     P.template_share(P.template_counts(out.lazy())).collect()
     P.capability_mix(P.template_counts(out.lazy())).collect()
-    print(
-        f"template_counts + template_share + capability_mix on fingerprinted events: "
-        f"{time.perf_counter() - t0:.3f}s"
-    )
+    print(f"template_counts + template_share + capability_mix on fingerprinted events: {time.perf_counter() - t0:.3f}s")
 
     sub = events[s.PROMPT].head(args.naive_events).to_list()
     t0 = time.perf_counter()

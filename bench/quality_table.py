@@ -104,9 +104,7 @@ def row(seed: int, f: dict[str, Any]) -> str:
             a["benign_false_positive_rate_ever"] > MAX_BENIGN_FP,
         )
         + ")",
-        " / ".join(
-            _mark(f"{recall[s]:.3g}", recall[s] < MIN_RECALL[s]) if s in recall else "-" for s in STYLES
-        ),
+        " / ".join(_mark(f"{recall[s]:.3g}", recall[s] < MIN_RECALL[s]) if s in recall else "-" for s in STYLES),
         " / ".join(
             "-"
             if s not in minutes

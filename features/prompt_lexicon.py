@@ -12,18 +12,9 @@ features/prompts.py).
 from __future__ import annotations
 
 CONCEPTS: dict[str, str] = {
-    "reason": (
-        "reason reasoning think thinking thought thoughts rationale logic logical deliberate "
-        "ponder consider"
-    ),
-    "step": (
-        "step steps stepwise incremental incrementally gradual gradually sequential "
-        "sequentially"
-    ),
-    "explain": (
-        "explain explanation justify justification elaborate clarify describe description "
-        "interpret"
-    ),
+    "reason": ("reason reasoning think thinking thought thoughts rationale logic logical deliberate ponder consider"),
+    "step": ("step steps stepwise incremental incrementally gradual gradually sequential sequentially"),
+    "explain": ("explain explanation justify justification elaborate clarify describe description interpret"),
     "give": (
         "give provide produce generate output return state offer supply deliver print present "
         "show display share respond reply"
@@ -61,20 +52,14 @@ CONCEPTS: dict[str, str] = {
     ),
     "improve": "improve improvement revise revision refine refinement edit enhance polish",
     "fix": "fix debug repair patch corrected",
-    "format": (
-        "format formatted formatting structure structured layout style template organize "
-        "organise"
-    ),
+    "format": ("format formatted formatting structure structured layout style template organize organise"),
     "json": "json yaml xml schema field fields property properties keys",
     "markdown": "markdown table tables heading headings header headers",
     "list": "list lists bullet bullets bulleted numbered enumerate itemize point points",
     "sentence": "sentence sentences paragraph paragraphs line lines word words character characters",
     "summary": "summary summarize summarise recap overview tldr",
     "you": "you your yourself yours",
-    "expert": (
-        "expert experts specialist professional master experienced seasoned senior skilled "
-        "world-class"
-    ),
+    "expert": ("expert experts specialist professional master experienced seasoned senior skilled world-class"),
     "assistant": "assistant ai model chatbot bot llm gpt chatgpt claude gemini",
     "role": "act role pretend persona roleplay imagine behave",
     "tutor": "tutor teacher professor instructor educator mentor coach",
@@ -102,10 +87,7 @@ CONCEPTS: dict[str, str] = {
     "doc": "docstring docstrings comment comments documentation document documented",
     "test": "test tests unittest testing pytest assert",
     "complexity": "complexity efficiency efficient performance runtime optimize optimise optimal big-o",
-    "bug": (
-        "bug bugs error errors mistake mistakes issue issues flaw flaws vulnerability "
-        "vulnerabilities"
-    ),
+    "bug": ("bug bugs error errors mistake mistakes issue issues flaw flaws vulnerability vulnerabilities"),
     "tool": "tool tools plugin plugins api apis endpoint",
     "call": "call calls invoke invocation execute run",
     "action": "action actions observation observations react trajectory",

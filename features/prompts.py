@@ -243,9 +243,7 @@ def normalised_prompt(expr: pl.Expr) -> pl.Expr:
         .str.replace_all(r"(?s)```.*?(?:```|$)", f" {CODE_PLACEHOLDER} ")
         .str.replace_all(r"\b(?:https?://|www\.)\S+", f" {URL_PLACEHOLDER} ")
         .str.replace_all(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", f" {EMAIL_PLACEHOLDER} ")
-        .str.replace_all(
-            r"\b(?:0x[0-9a-f]+|[0-9a-f]{8,}(?:-[0-9a-f]{4,})*)\b", f" {HEX_PLACEHOLDER} "
-        )
+        .str.replace_all(r"\b(?:0x[0-9a-f]+|[0-9a-f]{8,}(?:-[0-9a-f]{4,})*)\b", f" {HEX_PLACEHOLDER} ")
         .str.replace_all(r"\d+(?:[.,]\d+)*", "0")
         .str.replace_all(r"[^\S\n]+", " ")
         .str.replace_all(r" ?\n\s*", "\n")
@@ -344,9 +342,7 @@ def _hash_distinct(df: pl.DataFrame, *, keys: bool, wrapper_only: bool = False) 
         pl.Series(TEMPLATE_ID, tid, dtype=pl.UInt64()),
     ]
     if keys:
-        cols.append(
-            pl.Series(TEMPLATE_KEYS, band_keys, dtype=pl.Array(pl.UInt64(), band_keys.shape[1]))
-        )
+        cols.append(pl.Series(TEMPLATE_KEYS, band_keys, dtype=pl.Array(pl.UInt64(), band_keys.shape[1])))
     hashed = pl.DataFrame(cols).select(
         pl.when(pl.col("__valid")).then(pl.col(TEMPLATE_ID)).alias(TEMPLATE_ID),
         *(
@@ -385,12 +381,7 @@ def prompt_fingerprints(
             lambda df: _hash_distinct(df, keys=keys, wrapper_only=wrapper_keys_only).select(list(schema)),
             schema=schema,
         )
-        .with_columns(
-            pl.when(pl.col(TEMPLATE_ID).is_null())
-            .then(None)
-            .otherwise(pl.col(CAPABILITY))
-            .alias(CAPABILITY)
-        )
+        .with_columns(pl.when(pl.col(TEMPLATE_ID).is_null()).then(None).otherwise(pl.col(CAPABILITY)).alias(CAPABILITY))
     )
     out = lf.drop([c for c in schema if c != prompt_col], strict=False)
     return out.join(distinct, on=prompt_col, how="left", maintain_order="left")
@@ -411,9 +402,7 @@ def template_counts(lf: pl.LazyFrame, *, group_by: str | Sequence[str] = s.ACCOU
 def merge_template_counts(*partials: pl.LazyFrame, group_by: str = s.ACCOUNT_ID) -> pl.LazyFrame:
     """Merge partials (running state and new batches): sum N per (group_by, template, capability)."""
     return (
-        pl.concat(
-            [p.select(group_by, TEMPLATE_ID, CAPABILITY, N) for p in partials], how="vertical"
-        )
+        pl.concat([p.select(group_by, TEMPLATE_ID, CAPABILITY, N) for p in partials], how="vertical")
         .group_by(group_by, TEMPLATE_ID, CAPABILITY)
         .agg(pl.col(N).sum())
     )

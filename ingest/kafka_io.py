@@ -61,9 +61,7 @@ class KafkaDeadLetter:
     a database failure) is not sent again.
     """
 
-    def __init__(
-        self, producer: Any, topic: str, keys: Callable[[str], bytes | None] | None = None
-    ) -> None:
+    def __init__(self, producer: Any, topic: str, keys: Callable[[str], bytes | None] | None = None) -> None:
         self.producer = producer
         self.topic = topic
         self.keys = keys

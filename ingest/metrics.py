@@ -94,11 +94,7 @@ class StreamMetrics:
                 lines.append(f"# HELP {name} {help_}")
                 lines.append(f"# TYPE {name} {kind}")
                 for labels, value in samples:
-                    lines.append(
-                        f"{name}{labels} {value:g}"
-                        if isinstance(value, float)
-                        else f"{name}{labels} {value}"
-                    )
+                    lines.append(f"{name}{labels} {value:g}" if isinstance(value, float) else f"{name}{labels} {value}")
 
             metric(
                 "distillguard_records_total",
@@ -116,10 +112,7 @@ class StreamMetrics:
                 "distillguard_consumer_lag",
                 "gauge",
                 "End offset minus position, per assigned partition.",
-                [
-                    (f'{{topic="{_label(t)}",partition="{p}"}}', lag)
-                    for (t, p), lag in sorted(self.lag.items())
-                ],
+                [(f'{{topic="{_label(t)}",partition="{p}"}}', lag) for (t, p), lag in sorted(self.lag.items())],
             )
             metric(
                 "distillguard_dead_letters_total",
@@ -163,9 +156,7 @@ class StreamMetrics:
                 "Offset commits.",
                 [("", self.commits)],
             )
-            lines.append(
-                "# HELP distillguard_batch_seconds Time to validate, detect and persist one batch."
-            )
+            lines.append("# HELP distillguard_batch_seconds Time to validate, detect and persist one batch.")
             lines.append("# TYPE distillguard_batch_seconds histogram")
             for bound, count in zip(BUCKETS, self._bucket_counts, strict=True):
                 lines.append(f'distillguard_batch_seconds_bucket{{le="{bound:g}"}} {count}')
@@ -178,9 +169,7 @@ class StreamMetrics:
 class MetricsServer:
     """`GET /metrics` on a daemon thread; `close()` stops it."""
 
-    def __init__(
-        self, metrics: StreamMetrics, *, host: str = "127.0.0.1", port: int = 9108
-    ) -> None:
+    def __init__(self, metrics: StreamMetrics, *, host: str = "127.0.0.1", port: int = 9108) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
@@ -200,9 +189,7 @@ class MetricsServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
         self._thread.start()
         log.info("metrics served", extra={"url": f"http://{host}:{self.port}/metrics"})
 

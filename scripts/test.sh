@@ -23,6 +23,7 @@ export DISTILLGUARD_KAFKA_BOOTSTRAP
 
 echo "== lint"
 python3 -m ruff check .
+python3 -m ruff format --check .
 # the source packages (pyproject.toml [tool.mypy] packages); the tests are not type-checked
 python3 -m mypy
 

@@ -11,9 +11,7 @@ from simulator.identities import aged_signups, ordinary_identities, register
 from simulator.world import EventChunk, World, hex_ids, residential_ips
 
 
-def benign_users(
-    world: World, n: int, prompts: HumanPrompts, stream: str = "benign"
-) -> tuple[np.ndarray, EventChunk]:
+def benign_users(world: World, n: int, prompts: HumanPrompts, stream: str = "benign") -> tuple[np.ndarray, EventChunk]:
     """Register `n` ordinary accounts and generate their traffic (RNG stream `stream`)."""
     rng = world.rng(stream)
     start, end = world.start_ms, world.end_ms
@@ -26,10 +24,7 @@ def benign_users(
         rng,
         n,
         signup_ms=signup,
-        signup_ips=[
-            h if rng.random() < 0.8 else ip
-            for h, ip in zip(home, residential_ips(rng, n), strict=True)
-        ],
+        signup_ips=[h if rng.random() < 0.8 else ip for h, ip in zip(home, residential_ips(rng, n), strict=True)],
     )
     office = np.full(n, -1, np.int64)
 
@@ -66,9 +61,7 @@ def benign_users(
                 "profile_update",
                 {s.PLAN: "pro" if ids.plan[i] != "pro" else "scale"},
             )
-    mobile_pool = world.ips.add_many(residential_ips(rng, max(20, n // 15), v6_share=0.2)).astype(
-        np.int64
-    )
+    mobile_pool = world.ips.add_many(residential_ips(rng, max(20, n // 15), v6_share=0.2)).astype(np.int64)
     lo = np.maximum(start, ids.signup_ms + rng.integers(c.MINUTE_MS, 30 * c.MINUTE_MS, n))
     h = human_accounts(
         world,
@@ -99,7 +92,5 @@ def benign_events_per_account(seed: int, start_ms: int, end_ms: int, n: int = 20
     sa = np.repeat(np.arange(n), n_sess)
     lo, hi = np.full(sa.size, start_ms, np.int64), np.full(sa.size, end_ms, np.int64)
     starts = diurnal_times(rng, np.zeros(sa.size), np.zeros(sa.size, np.int64), lo, hi)
-    _, ts, _ = expand_sessions(
-        rng, starts, rng.geometric(1.0 / smean[sa]), np.full(sa.size, 75.0), 0.9
-    )
+    _, ts, _ = expand_sessions(rng, starts, rng.geometric(1.0 / smean[sa]), np.full(sa.size, 75.0), 0.9)
     return float((ts < end_ms).sum()) / n * 1.01  # ~1% retries

@@ -312,8 +312,7 @@ _MACHINE_FORMS = (
     ("general", "Generate a list of {n} questions about {topic}."),
     (
         "general",
-        "Classify the following statement as fact or opinion: "
-        "{topic} is the most important idea of the century.",
+        "Classify the following statement as fact or opinion: {topic} is the most important idea of the century.",
     ),
     (
         "writing",
@@ -330,8 +329,7 @@ _MACHINE_FORMS = (
     ("agentic", "Use the {tool} tool to find information about {topic} and summarise it."),
     (
         "agentic",
-        "tools available: {tool}, {tool2}\n"
-        "Task: find out how {topic} affects {city} and report back.",
+        "tools available: {tool}, {tool2}\nTask: find out how {topic} affects {city} and report back.",
     ),
     (
         "agentic",
@@ -347,22 +345,17 @@ _BENCH_MATH = (
     "How many {items} does {name} have now?",
     "A store sells {items} for ${p} each. {name} buys {a} {items} and pays with a ${d} bill. "
     "How much change does {name} get?",
-    "{name} reads {a} pages on Monday and {b} pages on Tuesday. "
-    "If the book has {d} pages, how many "
-    "pages are left?",
+    "{name} reads {a} pages on Monday and {b} pages on Tuesday. If the book has {d} pages, how many pages are left?",
     "A train travels {a} km in {p} hours. At the same speed, how far does it travel in {b} hours?",
     "{name} saves ${a} every week. How many weeks will it take to save ${d}?",
-    "There are {a} students in a class. {p} of every 10 students ride the bus. "
-    "How many students ride "
-    "the bus?",
+    "There are {a} students in a class. {p} of every 10 students ride the bus. How many students ride the bus?",
     "Find all real x such that x^2 - {a}x + {b} = 0.",
     "What is the remainder when {d} is divided by {p}?",
 )
 _BENCH_CODE = (
     "Write a Python function `{fn}(nums: list[int]) -> int` that returns {what}.",
     'def {fn}(s: str) -> bool:\n    """Return True if {what_s}.\n    >>> {fn}(\'abba\')\n    """\n',
-    "Write a function to {code}. Your code should pass these tests:\n\n"
-    "assert {fn}([{a}, {b}]) == {c}",
+    "Write a function to {code}. Your code should pass these tests:\n\nassert {fn}([{a}, {b}]) == {c}",
 )
 _WHAT = (
     "the sum of the even numbers",
@@ -384,9 +377,7 @@ _AGES = ("5", "a five year old", "a beginner", "a high school student", "my gran
 _DAYS = ("monday", "Friday", "the weekend", "Thursday", "tomorrow")
 
 
-def builtin_prompt_rows(
-    n_human: int = 12000, n_machine: int = 8000, n_bench: int = 3000
-) -> list[dict[str, str]]:
+def builtin_prompt_rows(n_human: int = 12000, n_machine: int = 8000, n_bench: int = 3000) -> list[dict[str, str]]:
     """Deterministic synthetic corpus rows ({text, source, kind, task}); always the same rows."""
     # Fixed seed: the built-in corpus plays the role of a file on disk, not part of the simulation.
     rng = np.random.default_rng(20260501)
@@ -398,9 +389,7 @@ def builtin_prompt_rows(
     def fill(form: str) -> str:
         topic, topic2 = pick(_TOPICS), pick(_TOPICS)
         tool, tool2 = pick(_TOOLS), pick(_TOOLS)
-        writing = pick(_WRITING).format(
-            job=pick(_JOBS), person=pick(_PEOPLE), topic=topic, product=pick(_PRODUCTS)
-        )
+        writing = pick(_WRITING).format(job=pick(_JOBS), person=pick(_PEOPLE), topic=topic, product=pick(_PRODUCTS))
         return form.format(
             topic=topic,
             topic2=topic2,
@@ -444,9 +433,7 @@ def builtin_prompt_rows(
         rows.append({"text": text, "source": "builtin_human", "kind": "human", "task": task})
     for _ in range(n_machine):
         task, form = _MACHINE_FORMS[int(rng.integers(len(_MACHINE_FORMS)))]
-        rows.append(
-            {"text": fill(form), "source": "builtin_machine", "kind": "machine", "task": task}
-        )
+        rows.append({"text": fill(form), "source": "builtin_machine", "kind": "machine", "task": task})
     for i in range(n_bench):
         if i % 4 == 3:
             form = pick(_BENCH_CODE)
@@ -459,9 +446,7 @@ def builtin_prompt_rows(
                 b=int(rng.integers(1, 50)),
                 c=int(rng.integers(1, 99)),
             )
-            rows.append(
-                {"text": text, "source": "builtin_code_bench", "kind": "benchmark", "task": "code"}
-            )
+            rows.append({"text": text, "source": "builtin_code_bench", "kind": "benchmark", "task": "code"})
         else:
             a, b = int(rng.integers(3, 60)), int(rng.integers(2, 40))
             text = pick(_BENCH_MATH).format(
@@ -474,7 +459,5 @@ def builtin_prompt_rows(
                 p=int(rng.integers(2, 9)),
                 d=int(rng.integers(100, 999)),
             )
-            rows.append(
-                {"text": text, "source": "builtin_math_bench", "kind": "benchmark", "task": "math"}
-            )
+            rows.append({"text": text, "source": "builtin_math_bench", "kind": "benchmark", "task": "math"})
     return rows

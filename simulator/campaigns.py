@@ -99,9 +99,7 @@ class Extractor:
         self.world, self.rng, self.mode = world, rng, mode
         self.families = list(mix)
         self.weights = np.array([mix[f] for f in self.families])
-        self.templates = {
-            f: [random_template(rng, f) for _ in range(templates_per_family)] for f in self.families
-        }
+        self.templates = {f: [random_template(rng, f) for _ in range(templates_per_family)] for f in self.families}
         self.queues = {f: PromptQueue(rng, content_pool(world.corpus, f)) for f in self.families}
 
     def make(self, n: int) -> np.ndarray:
@@ -131,9 +129,7 @@ class Extractor:
         return render(t, content, answer, head_edit=lambda h: perturb(rng, paraphrase(rng, h, 0.5)))
 
 
-def _note(
-    world: World, cid: str, style: str, acct: np.ndarray, planned_start: int, mix: dict[str, float]
-) -> None:
+def _note(world: World, cid: str, style: str, acct: np.ndarray, planned_start: int, mix: dict[str, float]) -> None:
     world.groups[cid] = {
         "type": "campaign",
         "style": style,
@@ -192,9 +188,7 @@ def bulk(world: World, cid: str, size: int) -> EventChunk:
     acct = register(world, rng, ids, label="attacker", group=cid)
     key = world.add_keys(rng, np.ones(n, np.int64)).astype(np.int64)
     ua = world.uas.add(
-        ("python-httpx/0.27.2", "python-requests/2.31.0", "aiohttp/3.9.5", "atlas-python/1.9.0")[
-            int(rng.integers(4))
-        ]
+        ("python-httpx/0.27.2", "python-requests/2.31.0", "aiohttp/3.9.5", "atlas-python/1.9.0")[int(rng.integers(4))]
     )
 
     # Synchronised bursts: every P minutes the operator's scheduler fires; each live member
@@ -216,11 +210,7 @@ def bulk(world: World, cid: str, size: int) -> EventChunk:
     gaps = np.where(first, 0.0, rng.uniform(2_000, 12_000, pair.size))
     cs = np.cumsum(gaps)
     offset = cs - np.repeat(cs[np.cumsum(k) - k], k)
-    ts = (
-        bursts[bj][pair]
-        + rng.uniform(0, 60_000, bj.size)[pair].astype(np.int64)
-        + offset.astype(np.int64)
-    )
+    ts = bursts[bj][pair] + rng.uniform(0, 60_000, bj.size)[pair].astype(np.int64) + offset.astype(np.int64)
     m = mj[pair]
     ok = ts < end
     ts, m = ts[ok], m[ok]
@@ -248,9 +238,7 @@ def low_and_slow(world: World, cid: str, size: int) -> EventChunk:
     rng = world.rng(cid)
     start, end = world.start_ms, world.end_ms
     # The operators start their shift at 09:00 local, somewhere in the first half of the window.
-    tz, t0 = schedule_in(
-        rng, start + int(0.05 * world.window_ms), start + int(0.5 * world.window_ms), 9.0
-    )
+    tz, t0 = schedule_in(rng, start + int(0.05 * world.window_ms), start + int(0.5 * world.window_ms), 9.0)
     shift = rng.uniform(8.0, 9.5) * c.HOUR_MS
     shifts = t0 + np.arange(int((end - t0) // c.DAY_MS) + 1) * c.DAY_MS
     shifts = shifts[shifts < end]
@@ -262,9 +250,7 @@ def low_and_slow(world: World, cid: str, size: int) -> EventChunk:
     ids.payment = list[str | None](hex_ids(rng, size, 8, "pf_"))
     ids.kyc = ["none"] * size
     acct = register(world, rng, ids, label="attacker", group=cid)
-    ip2 = np.stack(
-        [world.ips.add_many(ips_a), world.ips.add_many(residential_ips(rng, size))], axis=1
-    )
+    ip2 = np.stack([world.ips.add_many(ips_a), world.ips.add_many(residential_ips(rng, size))], axis=1)
     ua_ids = world.uas.add_many([u[0] for u in c.BENIGN_USER_AGENTS])
     ua = ua_ids[weighted_choice(rng, [u[1] for u in c.BENIGN_USER_AGENTS], size)]
     key = world.add_keys(rng, np.ones(size, np.int64)).astype(np.int64)
@@ -330,9 +316,7 @@ def heavy(world: World, cid: str, size: int) -> EventChunk:
     )
     acct = register(world, rng, ids, label="attacker", group=cid)
     key = world.add_keys(rng, np.ones(size, np.int64)).astype(np.int64)
-    ua_choices = world.uas.add_many(
-        ["python-requests/2.32.3", "atlas-python/1.12.0", "python-httpx/0.27.2"]
-    )
+    ua_choices = world.uas.add_many(["python-requests/2.32.3", "atlas-python/1.12.0", "python-httpx/0.27.2"])
     times, who, ips, uas = [], [], [], []
     for i in range(size):
         rate = rng.uniform(2000, 5000)
@@ -458,9 +442,7 @@ def evasive(world: World, cid: str, size: int, prompts: HumanPrompts) -> EventCh
         rng_: np.random.Generator, machine_share: np.ndarray, first: np.ndarray, extra: np.ndarray
     ) -> PromptTriple:
         prompt, affix, lower = plain(rng_, machine_share, first, extra)
-        wrap = np.flatnonzero(
-            rng_.random(first.size) < 0.85
-        )  # some ordinary requests keep blending in
+        wrap = np.flatnonzero(rng_.random(first.size) < 0.85)  # some ordinary requests keep blending in
         prompt[wrap] = extractor.make(wrap.size)
         affix[wrap] = 0
         lower[wrap] = False

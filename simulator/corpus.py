@@ -101,9 +101,7 @@ def load_corpus(explicit: Path | None) -> PromptCorpus:
             data,
             schema={"text": pl.String, "source": pl.String, "kind": pl.String, "task": pl.String},
         )
-        frame = frame.filter(
-            pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != "")
-        )
+        frame = frame.filter(pl.col("text").is_not_null() & (pl.col("text").str.strip_chars() != ""))
         name = path.name
         log.info("corpus loaded", extra={"corpus": str(path), "rows": frame.height})
     frame = frame.with_columns(pl.col("kind", "task", "source").fill_null("unknown"))

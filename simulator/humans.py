@@ -94,20 +94,14 @@ class HumanPrompts:
     def __init__(self, world: World, rng: np.random.Generator) -> None:
         corpus = world.corpus
         self.human = PromptQueue(rng, corpus.pool_or({"kinds": ("human",)}))
-        self.machine = PromptQueue(
-            rng, corpus.pool_or({"kinds": ("machine",)}, {"kinds": ("human",)})
-        )
+        self.machine = PromptQueue(rng, corpus.pool_or({"kinds": ("machine",)}, {"kinds": ("human",)}))
         self.code = PromptQueue(
             rng,
-            corpus.pool_or(
-                {"kinds": ("human",), "tasks": ("code", "coding")}, {"tasks": ("code",)}
-            ),
+            corpus.pool_or({"kinds": ("human",), "tasks": ("code", "coding")}, {"tasks": ("code",)}),
         )
         self.follow_ups = world.add_prompts(list(c.FOLLOW_UPS))
 
-    def make(
-        self, *, code_share: float = 0.0, follow_up: float = 0.08, regenerate: float = 0.03
-    ) -> PromptFn:
+    def make(self, *, code_share: float = 0.0, follow_up: float = 0.08, regenerate: float = 0.03) -> PromptFn:
         """A prompt function for `human_events` with the given mix."""
 
         def fn(
@@ -125,9 +119,7 @@ class HumanPrompts:
                 at = np.flatnonzero(src == s)
                 prompt[at], cycle[at] = q.take(at.size)
             # A reused text gets a personal touch more often than a fresh one (see catalog.AFFIXES).
-            affix = np.where(
-                rng.random(n) < np.where(cycle > 0, 0.6, 0.2), rng.integers(1, len(c.AFFIXES), n), 0
-            )
+            affix = np.where(rng.random(n) < np.where(cycle > 0, 0.6, 0.2), rng.integers(1, len(c.AFFIXES), n), 0)
             lower = (cycle > 0) & (rng.random(n) < 0.25)
             later = ~first
             fu = later & (rng.random(n) < follow_up)
@@ -189,9 +181,7 @@ def human_events(
     key = pick_keys(rng, h.key_base[sa], h.n_keys[sa])
 
     n = ts.size
-    model = np.where(
-        rng.random(n) < 0.8, h.model_pref[loc], weighted_choice(rng, c.MODEL_PREF_WEIGHTS, n)
-    )
+    model = np.where(rng.random(n) < 0.8, h.model_pref[loc], weighted_choice(rng, c.MODEL_PREF_WEIGHTS, n))
     prompt, affix, lower = prompts(rng, h.machine_share[loc], first, sess >= n_regular)
     chunk = respond(
         rng,

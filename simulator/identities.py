@@ -40,9 +40,7 @@ class Identities:
 def countries(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray]:
     """Countries and UTC offsets of ordinary users, weighted like a global developer audience."""
     k = weighted_choice(rng, [w for _, _, w in c.COUNTRIES], n)
-    return [c.COUNTRIES[i][0] for i in k.tolist()], np.array(
-        [c.COUNTRIES[i][1] for i in k.tolist()], dtype=np.float64
-    )
+    return [c.COUNTRIES[i][0] for i in k.tolist()], np.array([c.COUNTRIES[i][1] for i in k.tolist()], dtype=np.float64)
 
 
 def country_near(rng: np.random.Generator, tz: float) -> str:
@@ -70,9 +68,7 @@ def next_local_time(after_ms: int, tz: float, local_hour: float) -> int:
     return t if t >= after_ms else t + c.DAY_MS
 
 
-def schedule_in(
-    rng: np.random.Generator, lo_ms: int, hi_ms: int, local_hour: float
-) -> tuple[float, int]:
+def schedule_in(rng: np.random.Generator, lo_ms: int, hi_ms: int, local_hour: float) -> tuple[float, int]:
     """A plausible timezone and the first `local_hour` there within [lo, hi).
 
     Falls back to deriving the timezone from the time when no plausible one fits (short windows).
@@ -97,14 +93,10 @@ def ordinary_identities(
     """Identity facts of ordinary people: free mail or work domains, mostly free or small plans."""
     country, tz = countries(rng, n)
     fm = weighted_choice(rng, [w for _, w in c.FREEMAIL_DOMAINS], n)
-    companies = [
-        made_up_domain(rng, c.COMPANY_TLDS, int(rng.integers(2, 4))) for _ in range(max(8, n // 6))
-    ]
+    companies = [made_up_domain(rng, c.COMPANY_TLDS, int(rng.integers(2, 4))) for _ in range(max(8, n // 6))]
     comp = rng.integers(0, len(companies), n)
     use_company = rng.random(n) < company_share
-    domain = [
-        companies[comp[i]] if use_company[i] else c.FREEMAIL_DOMAINS[fm[i]][0] for i in range(n)
-    ]
+    domain = [companies[comp[i]] if use_company[i] else c.FREEMAIL_DOMAINS[fm[i]][0] for i in range(n)]
     plan_k = weighted_choice(rng, [w for _, w in c.PLANS_BENIGN], n)
     plan = [c.PLANS_BENIGN[k][0] for k in plan_k.tolist()]
     u = rng.random(n)
@@ -119,9 +111,7 @@ def ordinary_identities(
         else:
             kyc.append("none")
     fps = hex_ids(rng, n, 8, "pf_")
-    payment: list[str | None] = [
-        fp if p != "free" else None for fp, p in zip(fps, plan, strict=True)
-    ]
+    payment: list[str | None] = [fp if p != "free" else None for fp, p in zip(fps, plan, strict=True)]
     return Identities(
         country=country,
         tz=tz,
@@ -137,9 +127,7 @@ def ordinary_identities(
     )
 
 
-def register(
-    world: World, rng: np.random.Generator, ids: Identities, *, label: str, group: str | None
-) -> np.ndarray:
+def register(world: World, rng: np.random.Generator, ids: Identities, *, label: str, group: str | None) -> np.ndarray:
     """Add accounts to the world; returns their indices."""
     out = np.empty(len(ids), dtype=np.int64)
     kyc_delay = rng.uniform(c.HOUR_MS, 5 * c.DAY_MS, len(ids)).astype(np.int64)

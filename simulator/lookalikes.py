@@ -63,20 +63,14 @@ def campus_nat(world: World, gid: str, size: int, prompts: HumanPrompts) -> Even
     tz = float(rng.choice([-7.0, -4.0, 1.0, 2.0, 5.5, 8.0, 9.0, 10.0]))
     local = deadline_at + int(tz * c.HOUR_MS)
     candidate = local - local % c.DAY_MS + c.DAY_MS - c.MINUTE_MS - int(tz * c.HOUR_MS)
-    deadline = (
-        candidate
-        if start + 0.25 * win <= candidate < end
-        else deadline_at - deadline_at % c.MINUTE_MS
-    )
+    deadline = candidate if start + 0.25 * win <= candidate < end else deadline_at - deadline_at % c.MINUTE_MS
     country = country_near(rng, tz)
 
     # A class told to sign up in the first lecture: a signup wave, as with a ring, but months ago.
     signup = aged_signups(rng, start, size, mean_days=40.0, min_days=5.0)
     lecture = start - int(rng.uniform(20, 60) * c.DAY_MS)
     in_class = rng.random(size) < 0.4
-    signup[in_class] = lecture + rng.uniform(0, 50 * c.MINUTE_MS, int(in_class.sum())).astype(
-        np.int64
-    )
+    signup[in_class] = lecture + rng.uniform(0, 50 * c.MINUTE_MS, int(in_class.sum())).astype(np.int64)
     uni = made_up_domain(rng, ("",), 2)
     domain = c.UNIVERSITY_PATTERNS[int(rng.integers(len(c.UNIVERSITY_PATTERNS)))].format(uni)
     id_shape = "a" * int(rng.integers(2, 4)) + "9" * int(rng.integers(4, 7))
@@ -88,9 +82,7 @@ def campus_nat(world: World, gid: str, size: int, prompts: HumanPrompts) -> Even
         )
     ]
     nat = world.ips.add_many(hosts_in(rng, nets, 4 if rng.random() < 0.4 else 1)).astype(np.int64)
-    ids = ordinary_identities(
-        rng, size, signup_ms=signup, signup_ips=[world.ips.values[int(nat[0])]] * size
-    )
+    ids = ordinary_identities(rng, size, signup_ms=signup, signup_ips=[world.ips.values[int(nat[0])]] * size)
     personal = email_shapes(rng, size)
     uni_mail = rng.random(size) < 0.85
     ids.domain = [domain if u else d for u, d in zip(uni_mail.tolist(), ids.domain, strict=True)]
@@ -98,8 +90,7 @@ def campus_nat(world: World, gid: str, size: int, prompts: HumanPrompts) -> Even
     ids.country = [country] * size
     ids.plan = ["free" if x < 0.8 else "build" for x in rng.random(size)]
     ids.payment = [
-        p if plan != "free" else None
-        for p, plan in zip(hex_ids(rng, size, 8, "pf_"), ids.plan, strict=True)
+        p if plan != "free" else None for p, plan in zip(hex_ids(rng, size, 8, "pf_"), ids.plan, strict=True)
     ]
     ids.kyc = ["none"] * size
     acct = register(world, rng, ids, label="lookalike", group=gid)
@@ -128,23 +119,16 @@ def campus_nat(world: World, gid: str, size: int, prompts: HumanPrompts) -> Even
     xa, xs = xa[ok], xs[ok]
 
     homework_pool = world.corpus.pool_or({"kinds": ("benchmark",)}, {"tasks": ("math", "code")})
-    homework = homework_pool[
-        rng.choice(homework_pool.size, size=int(rng.integers(6, 11)), replace=False)
-    ]
+    homework = homework_pool[rng.choice(homework_pool.size, size=int(rng.integers(6, 11)), replace=False)]
     corpus = world.corpus.texts
     base = prompts.make(code_share=0.2)
 
-    def fn(
-        rng_: np.random.Generator, machine_share: np.ndarray, first: np.ndarray, extra: np.ndarray
-    ) -> PromptTriple:
+    def fn(rng_: np.random.Generator, machine_share: np.ndarray, first: np.ndarray, extra: np.ndarray) -> PromptTriple:
         prompt, affix, lower = base(rng_, machine_share, first, extra)
         hw = np.flatnonzero(extra & (rng_.random(first.size) < 0.45))
         q = homework[rng_.integers(0, homework.size, hw.size)]
         wraps = rng_.integers(0, len(_STUDENT_WRAPS), hw.size)
-        texts = [
-            _STUDENT_WRAPS[w].format(q=corpus[i])
-            for w, i in zip(wraps.tolist(), q.tolist(), strict=True)
-        ]
+        texts = [_STUDENT_WRAPS[w].format(q=corpus[i]) for w, i in zip(wraps.tolist(), q.tolist(), strict=True)]
         prompt[hw] = world.add_prompts(texts)
         affix[hw] = 0
         lower[hw] = rng_.random(hw.size) < 0.3
@@ -226,17 +210,14 @@ _BATCH_TEMPLATES = (
     "one-line reason.\n\nReview ({product}, {stars} stars): {message}",
     "Extract the order id, product and requested action from this e-mail as JSON with keys "
     "order_id, product, action.\n\nFrom: {name}\nSubject: {product}\n\n{message}",
-    "Translate the following customer message into English and German, keeping it polite."
-    "\n\n{message}",
+    "Translate the following customer message into English and German, keeping it polite.\n\n{message}",
 )
 
 
 def _ticket(rng: np.random.Generator, template: str) -> str:
     oid = f"{chr(65 + int(rng.integers(26)))}{int(rng.integers(100000, 999999))}"
     issue = _TICKET_ISSUES[int(rng.integers(len(_TICKET_ISSUES)))].format(oid=oid)
-    message = (
-        _TICKET_MOODS[int(rng.integers(len(_TICKET_MOODS)))] + issue[0].upper() + issue[1:] + "."
-    )
+    message = _TICKET_MOODS[int(rng.integers(len(_TICKET_MOODS)))] + issue[0].upper() + issue[1:] + "."
     return template.format(
         tid=int(rng.integers(10_000, 99_999)),
         name=_FIRST[int(rng.integers(len(_FIRST)))],
@@ -261,9 +242,7 @@ def enterprise_batch(world: World, gid: str, n_batch: int, prompts: HumanPrompts
     egress = world.ips.add_many(hosts_in(rng, net, 3)).astype(np.int64)
     org = hex_ids(rng, 1, 6, "org_")[0]
     fp = hex_ids(rng, 1, 8, "pf_")[0]
-    shapes = ["aaa-aaaaaa" + "-aaaa" * int(x) for x in rng.integers(0, 2, n_batch)] + [
-        "aaaa.aaaaaaa"
-    ]
+    shapes = ["aaa-aaaaaa" + "-aaaa" * int(x) for x in rng.integers(0, 2, n_batch)] + ["aaaa.aaaaaaa"]
     ids = Identities(
         country=[country] * n,
         tz=np.full(n, tz),
@@ -290,11 +269,7 @@ def enterprise_batch(world: World, gid: str, n_batch: int, prompts: HumanPrompts
     for i in range(n_batch):
         template = _BATCH_TEMPLATES[i % len(_BATCH_TEMPLATES)]
         items = int(rng.integers(300, 800))
-        runs = (
-            first_run
-            + i * 20 * c.MINUTE_MS
-            + np.arange(int((end - first_run) // c.DAY_MS) + 1) * c.DAY_MS
-        )
+        runs = first_run + i * 20 * c.MINUTE_MS + np.arange(int((end - first_run) // c.DAY_MS) + 1) * c.DAY_MS
         for run in runs[runs < end].tolist():
             m = int(items * rng.uniform(0.9, 1.1))
             texts = [_ticket(rng, template) for _ in range(m)]
@@ -332,14 +307,10 @@ def enterprise_batch(world: World, gid: str, n_batch: int, prompts: HumanPrompts
     dev.key_base, dev.n_keys = keys[-1:], np.ones(1, np.int64)
     base = prompts.make(code_share=0.5)
 
-    def fn(
-        rng_: np.random.Generator, machine_share: np.ndarray, first: np.ndarray, extra: np.ndarray
-    ) -> PromptTriple:
+    def fn(rng_: np.random.Generator, machine_share: np.ndarray, first: np.ndarray, extra: np.ndarray) -> PromptTriple:
         prompt, affix, lower = base(rng_, machine_share, first, extra)
         test = np.flatnonzero(rng_.random(first.size) < 0.4)
-        prompt[test] = world.add_prompts(
-            [_ticket(rng_, _BATCH_TEMPLATES[0]) for _ in range(test.size)]
-        )
+        prompt[test] = world.add_prompts([_ticket(rng_, _BATCH_TEMPLATES[0]) for _ in range(test.size)])
         affix[test] = 0
         lower[test] = False
         return prompt, affix, lower
@@ -353,9 +324,7 @@ def enterprise_batch(world: World, gid: str, n_batch: int, prompts: HumanPrompts
         org_id=org,
         egress_ips=[world.ips.values[int(i)] for i in egress],
     )
-    return with_retries(
-        rng, EventChunk.concat(chunks), p_retry=1.0, end_ms=end, backoff_median_s=2.0, spec=spec
-    )
+    return with_retries(rng, EventChunk.concat(chunks), p_retry=1.0, end_ms=end, backoff_median_s=2.0, spec=spec)
 
 
 _APPS = (
@@ -386,9 +355,7 @@ _APPS = (
 )
 
 
-def app_system_prompt(
-    world: World, gid: str, size: int, app: int, prompts: HumanPrompts
-) -> EventChunk:
+def app_system_prompt(world: World, gid: str, size: int, app: int, prompts: HumanPrompts) -> EventChunk:
     """End users of a bring-your-own-key app: one system prompt hash, one user agent, human use."""
     rng = world.rng(gid)
     start, end = world.start_ms, world.end_ms
@@ -418,9 +385,7 @@ def app_system_prompt(
     h.machine_share *= 0.3
     fn = prompts.make(code_share=0.6 if focus == "code" else 0.0)
     chunk = human_events(world, rng, h, fn, sph=sph, sys_tokens=len(system_prompt) // 4)
-    _note(
-        world, gid, "app_system_prompt", acct, app=name, system_prompt_hash=world.sphs.values[sph]
-    )
+    _note(world, gid, "app_system_prompt", acct, app=name, system_prompt_hash=world.sphs.values[sph])
     return chunk
 
 
@@ -447,8 +412,7 @@ def benchmark_researcher(world: World, gid: str, n: int) -> EventChunk:
         signup_ms=aged_signups(rng, start, n, mean_days=200.0, min_days=30.0),
         domain=[domain] * n,
         shape=[
-            "aaaaaa"[: int(x)] + "9" * int(y)
-            for x, y in zip(rng.integers(3, 7, n), rng.integers(0, 3, n), strict=True)
+            "aaaaaa"[: int(x)] + "9" * int(y) for x, y in zip(rng.integers(3, 7, n), rng.integers(0, 3, n), strict=True)
         ],
         plan=["build"] * n,
         kyc=["verified"] * n,
@@ -481,9 +445,7 @@ def benchmark_researcher(world: World, gid: str, n: int) -> EventChunk:
             bursts = np.array([start + int(rng.uniform(0.0, 0.5) * world.window_ms)])
         for b, t0 in enumerate(bursts.tolist()):
             real, builtin = _BENCH_SOURCES[(b + a) % len(_BENCH_SOURCES)]
-            pool = corpus.pool_or(
-                {"sources": (real,)}, {"sources": (builtin,)}, {"kinds": ("benchmark",)}
-            )
+            pool = corpus.pool_or({"sources": (real,)}, {"sources": (builtin,)}, {"kinds": ("benchmark",)})
             items = pool[: int(rng.integers(150, 300))]  # a harness walks the dataset in order
             samples = 3 if corpus.task[items[0]] == "code" else 1
             items = np.repeat(items, samples)
@@ -515,6 +477,4 @@ def benchmark_researcher(world: World, gid: str, n: int) -> EventChunk:
             ch.ts = ts
             chunks.append(ch.take(ts < end))
     _note(world, gid, "benchmark_researcher", acct, period_hours=period / c.HOUR_MS)
-    return with_retries(
-        rng, EventChunk.concat(chunks), p_retry=1.0, end_ms=end, backoff_median_s=2.0, spec=spec
-    )
+    return with_retries(rng, EventChunk.concat(chunks), p_retry=1.0, end_ms=end, backoff_median_s=2.0, spec=spec)

@@ -106,9 +106,7 @@ def assemble(world: World) -> Assembled:
     event_ids = _hex_column(_unique_random(rng, n, 1 << 64), 16, "evt_")
 
     table = pl.Series("t", world.corpus.texts + world.extra_prompts, dtype=pl.String)
-    family_of_prompt = np.r_[
-        np.full(len(world.corpus), -1, np.int64), np.array(world.extra_family, np.int64)
-    ]
+    family_of_prompt = np.r_[np.full(len(world.corpus), -1, np.int64), np.array(world.extra_family, np.int64)]
     pre = pl.Series([a for a, _ in c.AFFIXES], dtype=pl.String)
     suf = pl.Series([b for _, b in c.AFFIXES], dtype=pl.String)
     orgs = pl.Series([a.org_id for a in world.accounts], dtype=pl.String)
@@ -119,18 +117,14 @@ def assemble(world: World) -> Assembled:
     frame = pl.DataFrame(
         {
             s.EVENT_ID: event_ids,
-            s.TS: pl.from_epoch(pl.Series(ev.ts), time_unit="ms").dt.strftime(
-                "%Y-%m-%dT%H:%M:%S%.3fZ"
-            ),
+            s.TS: pl.from_epoch(pl.Series(ev.ts), time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"),
             s.ACCOUNT_ID: account_ids.gather(acct_s),
             s.API_KEY_ID: pl.Series(world.keys.values, dtype=pl.String).gather(pl.Series(ev.key)),
             s.ORG_ID: orgs.gather(acct_s),
             s.IP: pl.Series(world.ips.values, dtype=pl.String).gather(pl.Series(ev.ip)),
             s.USER_AGENT: pl.Series(world.uas.values, dtype=pl.String).gather(pl.Series(ev.ua)),
             s.MODEL: pl.Series(list(c.MODELS), dtype=pl.String).gather(pl.Series(ev.model)),
-            s.ENDPOINT: pl.Series(list(c.ENDPOINTS), dtype=pl.String).gather(
-                pl.Series(ev.endpoint)
-            ),
+            s.ENDPOINT: pl.Series(list(c.ENDPOINTS), dtype=pl.String).gather(pl.Series(ev.endpoint)),
             "_text": table.gather(pl.Series(ev.prompt)),
             "_pre": pre.gather(pl.Series(ev.affix)),
             "_suf": suf.gather(pl.Series(ev.affix)),
@@ -143,24 +137,15 @@ def assemble(world: World) -> Assembled:
             s.LATENCY_MS: pl.Series(ev.latency_ms),
         }
     )
-    text = (
-        pl.when(pl.col("_lower"))
-        .then(pl.col("_text").str.to_lowercase())
-        .otherwise(pl.col("_text"))
-    )
+    text = pl.when(pl.col("_lower")).then(pl.col("_text").str.to_lowercase()).otherwise(pl.col("_text"))
     frame = (
         frame.with_columns(
             pl.concat_str([pl.col("_pre"), text, pl.col("_suf")]).alias(s.PROMPT),
-            pl.when(pl.col("_has_sph"))
-            .then(pl.col(s.SYSTEM_PROMPT_HASH))
-            .otherwise(None)
-            .alias(s.SYSTEM_PROMPT_HASH),
+            pl.when(pl.col("_has_sph")).then(pl.col(s.SYSTEM_PROMPT_HASH)).otherwise(None).alias(s.SYSTEM_PROMPT_HASH),
         )
         .with_columns(
             # About four characters per token, plus the system prompt the app sends.
-            ((pl.col(s.PROMPT).str.len_chars() + 3) // 4 + pl.col("_sys_tokens"))
-            .cast(pl.Int64)
-            .alias(s.PROMPT_TOKENS),
+            ((pl.col(s.PROMPT).str.len_chars() + 3) // 4 + pl.col("_sys_tokens")).cast(pl.Int64).alias(s.PROMPT_TOKENS),
         )
         .select(EVENT_COLUMNS)
     )
@@ -305,8 +290,7 @@ def truth_document(world: World, asm: Assembled, params: dict[str, Any]) -> dict
     """The labels (distillguard.truth/v1): account labels and groups, campaigns, look-alikes."""
     ids = asm.account_ids
     accounts = {
-        ids[i]: {"label": world.accounts[i].label, "group": world.accounts[i].group}
-        for i in asm.present.tolist()
+        ids[i]: {"label": world.accounts[i].label, "group": world.accounts[i].group} for i in asm.present.tolist()
     }
     per_acct = np.bincount(asm.acct, minlength=len(world.accounts))
     campaigns: list[dict[str, Any]] = []
@@ -339,9 +323,7 @@ def truth_document(world: World, asm: Assembled, params: dict[str, Any]) -> dict
                 "n_events": n_events,
                 "n_extraction_events": int(harvest.sum()),
                 "capabilities": {
-                    f: round(int(k) / total, 3)
-                    for f, k in zip(FAMILIES, counts.tolist(), strict=True)
-                    if k
+                    f: round(int(k) / total, 3) for f, k in zip(FAMILIES, counts.tolist(), strict=True) if k
                 },
             }
             if "operator_tz" in g:
@@ -377,7 +359,5 @@ def truth_document(world: World, asm: Assembled, params: dict[str, Any]) -> dict
 
 def write_parquet(path: Path, frame: pl.DataFrame) -> None:
     """The events as Parquet, typed per the contract (ts as a UTC datetime)."""
-    typed = frame.with_columns(
-        pl.col(s.TS).str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ", time_unit="ms", time_zone="UTC")
-    )
+    typed = frame.with_columns(pl.col(s.TS).str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ", time_unit="ms", time_zone="UTC"))
     typed.write_parquet(path, compression="zstd", statistics=True)

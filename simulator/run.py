@@ -108,33 +108,19 @@ def simulate(
     report("look-alikes", 0.05)
 
     for g in range(1, n_groups + 1):
-        world.chunks.append(
-            campus_nat(world, f"campus_nat-{g}", _size(sizes, 100, 300, scale, 25), prompts)
-        )
-        world.chunks.append(
-            enterprise_batch(world, f"enterprise_batch-{g}", int(sizes.integers(3, 7)), prompts)
-        )
-    apps = [max(30, round(0.33 * accounts))] + (
-        [max(15, round(0.1 * accounts))] if scale >= 0.5 else []
-    )
+        world.chunks.append(campus_nat(world, f"campus_nat-{g}", _size(sizes, 100, 300, scale, 25), prompts))
+        world.chunks.append(enterprise_batch(world, f"enterprise_batch-{g}", int(sizes.integers(3, 7)), prompts))
+    apps = [max(30, round(0.33 * accounts))] + ([max(15, round(0.1 * accounts))] if scale >= 0.5 else [])
     for i, n_users in enumerate(apps):
-        world.chunks.append(
-            app_system_prompt(world, f"app_system_prompt-{i + 1}", n_users, i, prompts)
-        )
-    world.chunks.append(
-        benchmark_researcher(world, "benchmark_researcher-1", 2 if scale >= 0.5 else 1)
-    )
+        world.chunks.append(app_system_prompt(world, f"app_system_prompt-{i + 1}", n_users, i, prompts))
+    world.chunks.append(benchmark_researcher(world, "benchmark_researcher-1", 2 if scale >= 0.5 else 1))
     report("campaigns", 0.15)
 
     for g in range(1, n_groups + 1):
         world.chunks.append(bulk(world, f"c-bulk-{g}", _size(sizes, 200, 400, scale, 20)))
-        world.chunks.append(
-            low_and_slow(world, f"c-low_and_slow-{g}", _size(sizes, 100, 200, scale, 12))
-        )
+        world.chunks.append(low_and_slow(world, f"c-low_and_slow-{g}", _size(sizes, 100, 200, scale, 12)))
         world.chunks.append(heavy(world, f"c-heavy-{g}", int(np.clip(round(3 * scale), 2, 6))))
-        world.chunks.append(
-            evasive(world, f"c-evasive-{g}", _size(sizes, 30, 60, scale, 6), prompts)
-        )
+        world.chunks.append(evasive(world, f"c-evasive-{g}", _size(sizes, 30, 60, scale, 6), prompts))
     n_other = sum(len(ch) for ch in world.chunks)
     report("benign users", 0.25)
 

@@ -53,9 +53,7 @@ def expand_sessions(
     return sess, start[sess] + offset.astype(np.int64), first
 
 
-def regular_series(
-    rng: np.random.Generator, start: int, end: int, interval_ms: float, jitter: float
-) -> np.ndarray:
+def regular_series(rng: np.random.Generator, start: int, end: int, interval_ms: float, jitter: float) -> np.ndarray:
     """A machine schedule: one request every `interval_ms` (relative jitter), from start to end."""
     if end <= start:
         return np.zeros(0, np.int64)

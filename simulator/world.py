@@ -209,9 +209,9 @@ def respond(
     ok = status == 200
     comp[~ok] = 0
     model = model.astype(np.int64)
-    lat = c.MODEL_TTFT_MS[model] * rng.lognormal(0.0, 0.3, n) + comp * c.MODEL_MS_PER_TOKEN[
-        model
-    ] * rng.lognormal(0.0, 0.15, n)
+    lat = c.MODEL_TTFT_MS[model] * rng.lognormal(0.0, 0.3, n) + comp * c.MODEL_MS_PER_TOKEN[model] * rng.lognormal(
+        0.0, 0.15, n
+    )
     # Failures answer fast (rejected at the gateway) or slow (timeouts, overload), never per token.
     err_lat = np.select(
         [status == 400, status == 401, status == 429, status == 500, status == 529],
@@ -293,20 +293,13 @@ def with_retries(
 
 def ipv4_strings(a: np.ndarray, b: np.ndarray, cc: np.ndarray, d: np.ndarray) -> list[str]:
     """Dotted quads from octet arrays."""
-    return [
-        f"{w}.{x}.{y}.{z}"
-        for w, x, y, z in zip(a.tolist(), b.tolist(), cc.tolist(), d.tolist(), strict=True)
-    ]
+    return [f"{w}.{x}.{y}.{z}" for w, x, y, z in zip(a.tolist(), b.tolist(), cc.tolist(), d.tolist(), strict=True)]
 
 
 def residential_ips(rng: np.random.Generator, n: int, v6_share: float = 0.0) -> list[str]:
     """Random home/phone addresses (some IPv6)."""
-    first = np.array(c.RESIDENTIAL_FIRST_OCTETS)[
-        rng.integers(0, len(c.RESIDENTIAL_FIRST_OCTETS), n)
-    ]
-    out = ipv4_strings(
-        first, rng.integers(0, 256, n), rng.integers(0, 256, n), rng.integers(1, 255, n)
-    )
+    first = np.array(c.RESIDENTIAL_FIRST_OCTETS)[rng.integers(0, len(c.RESIDENTIAL_FIRST_OCTETS), n)]
+    out = ipv4_strings(first, rng.integers(0, 256, n), rng.integers(0, 256, n), rng.integers(1, 255, n))
     if v6_share > 0:
         v6 = np.flatnonzero(rng.random(n) < v6_share)
         groups = rng.integers(0, 65536, (v6.size, 5))
@@ -338,9 +331,7 @@ def hosts_in(rng: np.random.Generator, nets: list[tuple[int, int, int]], n: int)
     return ipv4_strings(arr[:, 0], arr[:, 1], arr[:, 2], rng.integers(2, 255, n))
 
 
-def weighted_choice(
-    rng: np.random.Generator, weights: np.ndarray | Sequence[float], n: int
-) -> np.ndarray:
+def weighted_choice(rng: np.random.Generator, weights: np.ndarray | Sequence[float], n: int) -> np.ndarray:
     """`n` indices drawn with the given (unnormalised) weights."""
     w = np.asarray(weights, dtype=np.float64)
     cdf = np.cumsum(w / w.sum())

@@ -98,10 +98,8 @@ _FAMILIES: dict[str, Family] = {
     "agentic": Family(
         "agentic",
         roles=(
-            "You are an autonomous agent with access to the tools search(query), python(code) "
-            "and browse(url).",
-            "You are a tool-using assistant. Available tools: web_search, calculator, "
-            "code_interpreter, file_reader.",
+            "You are an autonomous agent with access to the tools search(query), python(code) and browse(url).",
+            "You are a tool-using assistant. Available tools: web_search, calculator, code_interpreter, file_reader.",
             "Act as an AI agent that can call functions.",
             "You are an agent operating in a sandbox with a shell and a browser.",
         ),
@@ -136,8 +134,7 @@ _FAMILIES: dict[str, Family] = {
         ),
         instructions=(
             "Grade the candidate answer to the question below on a scale of 1 to 10",
-            "Evaluate the response against a rubric of correctness, completeness, clarity "
-            "and helpfulness",
+            "Evaluate the response against a rubric of correctness, completeness, clarity and helpfulness",
             "Score the answer below and list every mistake you find",
             "Compare the answer with what an ideal answer would contain and rate it",
         ),
@@ -239,11 +236,7 @@ def render(t: Template, content: str, answer: str = "", head_edit: object = None
     if callable(head_edit):
         head = head_edit(head)
     label = f.labels[t.label]
-    body = (
-        content
-        if not label
-        else (label + content if label.endswith("\n") else f"{label} {content}")
-    )
+    body = content if not label else (label + content if label.endswith("\n") else f"{label} {content}")
     if f.answer_labels:
         al = f.answer_labels[t.answer_label]
         body += "\n\n" + (al + answer if al.endswith("\n") else f"{al} {answer}")

@@ -29,130 +29,132 @@ from core import schema as s
 from features import prompts as P
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("DISTILLGUARD_PROMPTS_CORPUS")
-              or REPO_ROOT.parent / "shared" / "data" / "prompts" / "prompts.jsonl.gz")
+CORPUS = Path(
+    os.environ.get("DISTILLGUARD_PROMPTS_CORPUS")
+    or REPO_ROOT.parent / "shared" / "data" / "prompts" / "prompts.jsonl.gz"
+)
 
 DEV_FAMILIES: dict[str, list[str]] = {
-    'cot_prefix': [
+    "cot_prefix": [
         "Think step by step and show all your reasoning before answering: {q}",
         "Show all your reasoning, thinking step by step, before answering: {q}",
         "Before you answer, think step by step and show your full reasoning.\n{q}",
         "Think through this step by step, showing all of your reasoning before giving the answer: {q}",
     ],
-    'zero_shot_cot': [
+    "zero_shot_cot": [
         "{q}\nLet's think step by step.",
         "{q}\n\nLet us think about this step by step.",
         "{q} Let's think this through step by step.",
         "{q}\nLet's go step by step.",
     ],
-    'math_boxed': [
+    "math_boxed": [
         "Solve the following math problem. Put your final answer within \\boxed{{}}.\n\nProblem: {q}\n\nSolution:",
         "Please solve this math problem and put the final answer inside \\boxed{{}}.\nProblem: {q}\nSolution:",
         "Solve the math problem below. Your final answer must be placed in \\boxed{{}}.\n\nProblem:\n{q}\n\nSolution:",
         "Problem: {q}\nSolve the problem above and write your final answer in \\boxed{{}}.",
     ],
-    'expert_tutor': [
+    "expert_tutor": [
         "You are an expert tutor. Explain your reasoning clearly and in detail, then give the final answer.\n\nQuestion: {q}",
         "You are an expert teacher. Clearly explain your reasoning in detail and then state the final answer.\n\nQuestion: {q}",
         "As an expert tutor, explain your reasoning in detail and clearly, then provide the final answer.\nQuestion: {q}",
     ],
-    'python_solution': [
+    "python_solution": [
         "Write a Python solution for the following task. Include type hints and docstrings, and explain the time complexity.\n\n{q}",
         "Write Python code to solve the task below, with type hints and docstrings, and explain its time complexity.\n\n{q}",
         "{q}\n\nWrite a Python solution with type hints and docstrings and explain the time complexity.",
         "Solve this task in Python. Use type hints, add docstrings and state the time complexity.\n{q}",
     ],
-    'react_agent': [
-        "You are an agent with access to tools. Respond with a JSON action plan using the format {{\"thought\": ..., \"action\": ..., \"action_input\": ...}}.\nTask: {q}",
-        "You are an autonomous agent that can call tools. Reply with a JSON action plan in the form {{\"thought\": ..., \"action\": ..., \"action_input\": ...}}.\nTask: {q}",
-        "Act as an agent with tool access. Produce a JSON action plan formatted as {{\"thought\": ..., \"action\": ..., \"action_input\": ...}}.\n\nTask: {q}",
+    "react_agent": [
+        'You are an agent with access to tools. Respond with a JSON action plan using the format {{"thought": ..., "action": ..., "action_input": ...}}.\nTask: {q}',
+        'You are an autonomous agent that can call tools. Reply with a JSON action plan in the form {{"thought": ..., "action": ..., "action_input": ...}}.\nTask: {q}',
+        'Act as an agent with tool access. Produce a JSON action plan formatted as {{"thought": ..., "action": ..., "action_input": ...}}.\n\nTask: {q}',
     ],
-    'rubric_grade': [
+    "rubric_grade": [
         "Grade the following answer on a scale of 1 to 10 using the rubric: correctness, clarity, completeness. Explain the score.\n\nQuestion: {q}\nAnswer: {a}",
         "Using the rubric (correctness, clarity, completeness), score the answer below from 1 to 10 and justify the score.\nQuestion: {q}\nAnswer: {a}",
         "Rate the answer below from 1-10 on correctness, clarity and completeness, and explain the rating.\n\nQuestion: {q}\n\nAnswer: {a}",
     ],
-    'pairwise_judge': [
+    "pairwise_judge": [
         "Which response is better, A or B? Evaluate both responses to the user question and output your verdict as [[A]] or [[B]].\n\n[Question]\n{q}\n\n[Response A]\n{a}\n\n[Response B]\n{b}",
         "Evaluate the two responses to the user question below and decide which one is better. Output your verdict as [[A]] or [[B]].\n\n[Question]\n{q}\n\n[Response A]\n{a}\n\n[Response B]\n{b}",
         "Compare response A and response B to the question and output the verdict [[A]] or [[B]] for the better one.\n[Question]\n{q}\n[Response A]\n{a}\n[Response B]\n{b}",
     ],
-    'one_sentence': [
+    "one_sentence": [
         "{q}\nAnswer in one sentence.",
         "{q}\nReply with a single sentence.",
         "{q} Please answer in just one sentence.",
     ],
-    'comprehensive': [
+    "comprehensive": [
         "Provide a detailed, comprehensive answer to the following question, covering all relevant aspects: {q}",
         "Give a comprehensive and detailed answer covering every relevant aspect of this question: {q}",
         "Answer the following question in a detailed and comprehensive way, covering all relevant aspects.\n{q}",
     ],
-    'json_keys': [
-        "{q}\n\nFormat your response as JSON with keys \"reasoning\" and \"answer\".",
-        "{q}\nReturn JSON containing the keys \"reasoning\" and \"answer\".",
-        "{q}\n\nRespond only with a JSON object that has the keys \"reasoning\" and \"answer\".",
+    "json_keys": [
+        '{q}\n\nFormat your response as JSON with keys "reasoning" and "answer".',
+        '{q}\nReturn JSON containing the keys "reasoning" and "answer".',
+        '{q}\n\nRespond only with a JSON object that has the keys "reasoning" and "answer".',
     ],
-    'self_critique': [
+    "self_critique": [
         "{q}\n\nFirst answer the question, then critique your own answer and give an improved final version.",
         "{q}\nAnswer, then review your answer critically and provide a revised final answer.",
         "{q}\n\nAnswer the question first. Then critique your answer and write an improved final version.",
     ],
-    'training_data': [
+    "training_data": [
         "Generate a high-quality answer suitable for training data. Be accurate and thorough.\n\nInstruction: {q}\n\nResponse:",
         "Produce an accurate, thorough, high-quality response to be used as training data.\nInstruction: {q}\nResponse:",
         "Write a thorough and accurate high-quality response that can be used as training data.\n\nInstruction: {q}\nResponse:",
     ],
-    'alpaca_format': [
+    "alpaca_format": [
         "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{q}\n\n### Response:",
         "Below is an instruction describing a task. Write a response that completes the request appropriately.\n\n### Instruction:\n{q}\n\n### Response:",
         "The following is an instruction that describes a task. Write a response which appropriately completes the request.\n### Instruction:\n{q}\n### Response:",
     ],
-    'three_solutions': [
+    "three_solutions": [
         "Give three different solutions to the problem below and explain which one is best.\n{q}",
         "Provide 3 alternative solutions for the following problem and explain which is the best one:\n{q}",
         "{q}\n\nGive three different ways to solve this and explain which one is best.",
     ],
-    'numbered_steps': [
+    "numbered_steps": [
         "{q}\nBreak your answer into numbered steps and finish with a one-line summary.",
         "{q}\n\nStructure the answer as numbered steps, ending with a one-line summary.",
         "{q}\nPlease answer as a list of numbered steps followed by a one line summary.",
     ],
-    'code_review': [
+    "code_review": [
         "Review the following code for bugs and security issues, then provide a corrected version:\n{q}",
         "Find any bugs or security problems in this code and give a fixed version:\n{q}",
         "Check the code below for bugs and security issues and provide a corrected version.\n\n{q}",
     ],
-    'eli5': [
+    "eli5": [
         "Explain the answer to this like I'm five years old: {q}",
         "Explain like I am 5 years old: {q}",
         "Explain this to me as if I were a five year old: {q}",
     ],
-    'cite_sources': [
+    "cite_sources": [
         "{q}\n\nAnswer with citations. Cite at least two reliable sources and list them at the end.",
         "{q}\nInclude citations in your answer, citing at least 2 reliable sources listed at the end.",
         "{q}\n\nPlease cite at least two reliable sources in your answer and list the references at the end.",
     ],
-    'tool_call': [
-        "You can call the following functions: search(query), calculator(expression). To call one, reply with {{\"name\": <function>, \"arguments\": {{...}}}}. User request: {q}",
-        "Available functions: search(query), calculator(expression). Call a function by replying {{\"name\": <function>, \"arguments\": {{...}}}}.\nUser request: {q}",
-        "You have these functions: search(query) and calculator(expression). Reply with {{\"name\": <function>, \"arguments\": {{...}}}} to use one.\n\nUser request: {q}",
+    "tool_call": [
+        'You can call the following functions: search(query), calculator(expression). To call one, reply with {{"name": <function>, "arguments": {{...}}}}. User request: {q}',
+        'Available functions: search(query), calculator(expression). Call a function by replying {{"name": <function>, "arguments": {{...}}}}.\nUser request: {q}',
+        'You have these functions: search(query) and calculator(expression). Reply with {{"name": <function>, "arguments": {{...}}}} to use one.\n\nUser request: {q}',
     ],
-    'persona_sys': [
+    "persona_sys": [
         "You are ChatGPT, a large language model. Answer as helpfully and accurately as possible.\n\nUser: {q}\nAssistant:",
         "You are a large language model assistant. Answer as accurately and helpfully as you can.\nUser: {q}\nAssistant:",
         "You are a helpful large language model. Answer as accurately and as helpfully as possible.\n\nUser: {q}\n\nAssistant:",
     ],
-    'socratic': [
+    "socratic": [
         "Answer the following by first listing the key facts you need, then reasoning from them to a conclusion.\n{q}",
         "First list the key facts needed, then reason from those facts to a conclusion. Question: {q}",
         "{q}\n\nStart by listing the key facts you need, then reason from them to your conclusion.",
     ],
-    'verify_answer': [
+    "verify_answer": [
         "{q}\nAfter answering, double-check your answer for mistakes and state your confidence from 0 to 100%.",
         "{q}\n\nOnce you have answered, double check the answer for errors and give your confidence (0-100%).",
         "{q} When done, verify your answer for mistakes and report a confidence between 0 and 100 percent.",
     ],
-    'multi_lang': [
+    "multi_lang": [
         "Answer the question below in English, then translate your answer into French.\n{q}",
         "Answer this question in English and then translate the answer into French: {q}",
         "{q}\n\nRespond in English first, then give a French translation of your answer.",
@@ -215,7 +217,7 @@ def _noisy(text: str, rng: random.Random) -> str:
         w = rng.choice(words)
         k = rng.randrange(1, len(w) - 1)
         op = rng.randrange(3)
-        typo = (w[:k] + w[k + 1] + w[k] + w[k + 2:], w[:k] + w[k + 1:], w[:k] + w[k] + w[k:])[op]
+        typo = (w[:k] + w[k + 1] + w[k] + w[k + 2 :], w[:k] + w[k + 1 :], w[:k] + w[k] + w[k:])[op]
         out = out.replace(w, typo, 1)
     if rng.random() < 0.3:
         out = "".join(_HOMOGLYPHS[c] if c in _HOMOGLYPHS and rng.random() < 0.3 else c for c in out)
@@ -249,11 +251,17 @@ def corpus() -> pl.DataFrame:
     return pl.read_ndjson(CORPUS)
 
 
-def _attack_prompts(families: dict[str, list[str]], corpus: pl.DataFrame, *, per_variant: int, seed: int) -> pl.DataFrame:
+def _attack_prompts(
+    families: dict[str, list[str]], corpus: pl.DataFrame, *, per_variant: int, seed: int
+) -> pl.DataFrame:
     rng = random.Random(seed)
     contents = corpus.filter(pl.col("text").str.len_chars() < 1500)["text"].to_list()
-    rows = [(fam, vi, _render(v, rng, contents))
-            for fam, variants in families.items() for vi, v in enumerate(variants) for _ in range(per_variant)]
+    rows = [
+        (fam, vi, _render(v, rng, contents))
+        for fam, variants in families.items()
+        for vi, v in enumerate(variants)
+        for _ in range(per_variant)
+    ]
     return pl.DataFrame(rows, schema=["family", "variant", s.PROMPT], orient="row")
 
 
@@ -271,8 +279,11 @@ def _pair_rates(fp: pl.DataFrame, n_pairs: int = 40_000, seed: int = 7) -> dict[
     a = rng.integers(0, fp.height, n_pairs)
     b = rng.integers(0, fp.height, n_pairs)
     same_fam = (fam[a] == fam[b]) & (a != b)
-    masks = {"same_wrapper": same_fam & (var[a] == var[b]), "paraphrase": same_fam & (var[a] != var[b]),
-             "other_family": fam[a] != fam[b]}
+    masks = {
+        "same_wrapper": same_fam & (var[a] == var[b]),
+        "paraphrase": same_fam & (var[a] != var[b]),
+        "other_family": fam[a] != fam[b],
+    }
     out = {}
     for name, m in masks.items():
         out[f"{name}_id"] = float(np.mean(tid[a[m]] == tid[b[m]]))
@@ -298,19 +309,23 @@ def human_fp(corpus: pl.DataFrame) -> pl.DataFrame:
 
 # --- normalisation ---
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("Тhіnk ѕtер bу ѕtер", "think step by step"),  # Cyrillic homoglyphs
-    ("Αnswer in Ε𝐧𝐠𝐥𝐢𝐬𝐡", "answer in english"),  # Greek capitals, math bold (NFKC)
-    ("ＳＨＯＷ  your\twork", "show your work"),  # fullwidth, spacing
-    ("rea\u200bson\u00ading", "reasoning"),  # zero-width space, soft hyphen
-    ("  a \n\n\n  b  ", "a\nb"),  # blank lines collapse to one newline
-    ("It costs $1,299.99 for 3 items in 2024", "it costs $0 for 0 items in 0"),
-    ("Mail bob.smith+x@example.co.uk now", "mail <email> now"),
-    ("See https://example.com/a?b=1 and www.x.org/y", "see <url> and <url>"),
-    ("commit 3f9a2c1d7e and 0xFF", "commit <hex> and <hex>"),
-    ("Fix this:\n```python\nx = 1\n```\nthanks", "fix this:\n<code>\nthanks"),
-    ("\u201cQuoted\u201d \u2014 it\u2019s", "\"quoted\" - it's"),
-])
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Тhіnk ѕtер bу ѕtер", "think step by step"),  # Cyrillic homoglyphs
+        ("Αnswer in Ε𝐧𝐠𝐥𝐢𝐬𝐡", "answer in english"),  # Greek capitals, math bold (NFKC)
+        ("ＳＨＯＷ  your\twork", "show your work"),  # fullwidth, spacing
+        ("rea\u200bson\u00ading", "reasoning"),  # zero-width space, soft hyphen
+        ("  a \n\n\n  b  ", "a\nb"),  # blank lines collapse to one newline
+        ("It costs $1,299.99 for 3 items in 2024", "it costs $0 for 0 items in 0"),
+        ("Mail bob.smith+x@example.co.uk now", "mail <email> now"),
+        ("See https://example.com/a?b=1 and www.x.org/y", "see <url> and <url>"),
+        ("commit 3f9a2c1d7e and 0xFF", "commit <hex> and <hex>"),
+        ("Fix this:\n```python\nx = 1\n```\nthanks", "fix this:\n<code>\nthanks"),
+        ("\u201cQuoted\u201d \u2014 it\u2019s", '"quoted" - it\'s'),
+    ],
+)
 def test_normalised_prompt(raw: str, expected: str) -> None:
     assert pl.select(P.normalised_prompt(pl.lit(raw))).item() == expected
 
@@ -320,6 +335,7 @@ def test_normalised_prompt_keeps_null() -> None:
 
 
 # --- template fingerprint quality ---
+
 
 def test_same_wrapper_with_noise_and_new_content_keeps_template(dev_rates, holdout_rates) -> None:
     # Measured (seeded): template_id dev 0.85 / holdout 0.76; any shared key 0.97 / 0.99. The id misses are
@@ -411,12 +427,25 @@ def test_ring_accounts_concentrate_humans_do_not(corpus: pl.DataFrame, human_fp:
 
 def test_ids_are_stable_across_processes() -> None:
     """Golden ids: same across batches, processes and hash seeds (our own hashing, no batch state)."""
-    prompts = ["Think step by step and show your reasoning: what is 2+2?",
-               "Let's think step by step: Who wrote Hamlet?"]
-    code = ("import polars as pl; from features import prompts as P; "
-            f"print(pl.LazyFrame({{'prompt': {prompts!r}}}).pipe(P.prompt_fingerprints).collect()['template_id'].to_list())")
-    outs = {subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    prompts = [
+        "Think step by step and show your reasoning: what is 2+2?",
+        "Let's think step by step: Who wrote Hamlet?",
+    ]
+    code = (
+        "import polars as pl; from features import prompts as P; "
+        f"print(pl.LazyFrame({{'prompt': {prompts!r}}}).pipe(P.prompt_fingerprints).collect()['template_id'].to_list())"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert len(outs) == 1
     here = _fingerprint(pl.DataFrame({s.PROMPT: prompts}))[P.TEMPLATE_ID].to_list()
     assert outs.pop().strip() == str(here)
@@ -488,9 +517,18 @@ def test_capability_sees_through_homoglyphs() -> None:
 
 
 def test_capability_mix_shares() -> None:
-    events = pl.LazyFrame({s.ACCOUNT_ID: ["a"] * 4 + ["b"],
-                           s.PROMPT: ["Let's think step by step: 1+1?", "Write a Python function to sort a list.",
-                                      "What is the capital of Peru?", None, "Grade this answer on a rubric: 42"]})
+    events = pl.LazyFrame(
+        {
+            s.ACCOUNT_ID: ["a"] * 4 + ["b"],
+            s.PROMPT: [
+                "Let's think step by step: 1+1?",
+                "Write a Python function to sort a list.",
+                "What is the capital of Peru?",
+                None,
+                "Grade this answer on a rubric: 42",
+            ],
+        }
+    )
     mix = P.capability_mix(events).collect().sort(s.ACCOUNT_ID)
     a = mix.row(0, named=True)
     assert a[P.CAP_REASONING_SHARE] == pytest.approx(1 / 3)
@@ -510,7 +548,9 @@ _POOL = [
     "Grade the following answer on a rubric: Paris",
     "You are an agent with access to tools. Task: book a flight",
     "Who wrote Hamlet?\nLet's think step by step.",
-    "", None, "ok",
+    "",
+    None,
+    "ok",
 ]
 
 
@@ -542,8 +582,7 @@ def test_batch_partials_merge_to_single_pass(events, cuts) -> None:
         assert want[name].equals(got[name]), name
     # per-event ids do not depend on the batch either
     whole = _fingerprint(df)[P.TEMPLATE_ID]
-    parts = pl.concat([_fingerprint(df.slice(lo, hi - lo))[P.TEMPLATE_ID]
-                       for lo, hi in itertools.pairwise(bounds)])
+    parts = pl.concat([_fingerprint(df.slice(lo, hi - lo))[P.TEMPLATE_ID] for lo, hi in itertools.pairwise(bounds)])
     assert whole.equals(parts)
 
 

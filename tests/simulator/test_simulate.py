@@ -61,9 +61,7 @@ def progress_log() -> list[tuple[str, float]]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, progress_log: list[tuple[str, float]]) -> Run:
     out = tmp_path_factory.mktemp("sim_a")
-    return Run(
-        simulate(seed=7, out_dir=out, progress=lambda st, f: progress_log.append((st, f)), **SMALL)
-    )
+    return Run(simulate(seed=7, out_dir=out, progress=lambda st, f: progress_log.append((st, f)), **SMALL))
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +110,7 @@ def test_every_event_follows_the_contract(run: Run) -> None:
         assert e[s.TS] >= last  # sorted by time
         last = e[s.TS]
         ipaddress.ip_address(e[s.IP])
-        assert (
-            1 <= len(e[s.EVENT_ID]) <= s.ID_MAX_CHARS
-            and 1 <= len(e[s.ACCOUNT_ID]) <= s.ID_MAX_CHARS
-        )
+        assert 1 <= len(e[s.EVENT_ID]) <= s.ID_MAX_CHARS and 1 <= len(e[s.ACCOUNT_ID]) <= s.ID_MAX_CHARS
         assert re.fullmatch(r"evt_[0-9a-f]{16}", e[s.EVENT_ID])
         assert re.fullmatch(r"acct_[0-9a-f]{12}", e[s.ACCOUNT_ID])
         ids.add(e[s.EVENT_ID])
@@ -275,9 +270,7 @@ def test_lookalikes_have_their_suspicious_signals(run: Run) -> None:
     assert len({run.signups[a][s.ORG_ID] for a in ent["accounts"]}) == 1
     ev = [e for a in ent["accounts"] for e in run.by_account[a]]
     assert {e[s.ORG_ID] for e in ev} == {ent["org_id"]}
-    assert sum(
-        e[s.PROMPT].startswith(("Summarise", "Classify", "Extract", "Translate")) for e in ev
-    ) > 0.5 * len(ev)
+    assert sum(e[s.PROMPT].startswith(("Summarise", "Classify", "Extract", "Translate")) for e in ev) > 0.5 * len(ev)
 
     app = run.lookalike("app_system_prompt")
     ev = [e for a in app["accounts"] for e in run.by_account[a]]
@@ -310,15 +303,11 @@ def test_progress_is_reported(run: Run, progress_log: list[tuple[str, float]]) -
 
 
 def test_builtin_prompts_when_the_corpus_is_missing(tmp_path: Path) -> None:
-    summary = simulate(
-        seed=3, out_dir=tmp_path, corpus=tmp_path / "missing.jsonl.gz", accounts=300, days=0.5
-    )
+    summary = simulate(seed=3, out_dir=tmp_path, corpus=tmp_path / "missing.jsonl.gz", accounts=300, days=0.5)
     r = Run(summary)
     assert r.truth["params"]["corpus"] == "builtin"
     assert set(r.truth["accounts"]) == set(r.by_account)
-    benign = [
-        e[s.PROMPT] for e in r.events if r.truth["accounts"][e[s.ACCOUNT_ID]]["label"] == "benign"
-    ]
+    benign = [e[s.PROMPT] for e in r.events if r.truth["accounts"][e[s.ACCOUNT_ID]]["label"] == "benign"]
     assert len(set(benign)) > 0.7 * len(benign)
     assert {c["style"] for c in r.truth["campaigns"]} >= {
         "bulk",
