@@ -502,14 +502,7 @@ def _co_active_links(
     co = upper & fresh & (shared.data >= min_shared) & (ticks >= min_ticks)
     if not co.any():
         return co
-    n = partnered.size
-    adj = coo_matrix((np.ones(int(co.sum())), (shared.row[co], shared.col[co])), shape=(n, n)).tocsr()
-    adj = ((adj + adj.T) > 0).astype(np.int64)
-    # a link closes a triangle when its two ends have a common neighbour
-    common = np.asarray((adj[shared.row[co]].multiply(adj[shared.col[co]])).sum(axis=1)).ravel()
-    out = np.zeros_like(co)
-    out[np.flatnonzero(co)[common > 0]] = True
-    return out
+    return _closing_triangles(shared, co, n=partnered.size)
 
 
 def _concerted_links(shared: coo_matrix, fresh: np.ndarray, flagged: np.ndarray, *, min_shared: int) -> np.ndarray:
@@ -540,7 +533,11 @@ def _concerted_links(shared: coo_matrix, fresh: np.ndarray, flagged: np.ndarray,
     co = strong_enough & fresh[shared.row] & fresh[shared.col] & (flagged[shared.row] == flagged[shared.col])
     if not co.any():
         return co
-    n = fresh.size
+    return _closing_triangles(shared, co, n=fresh.size)
+
+
+def _closing_triangles(shared: coo_matrix, co: np.ndarray, *, n: int) -> np.ndarray:
+    """The links `co` (a mask over `shared`'s entries, n accounts) that close a triangle of such links."""
     adj = coo_matrix((np.ones(int(co.sum())), (shared.row[co], shared.col[co])), shape=(n, n)).tocsr()
     adj = ((adj + adj.T) > 0).astype(np.int64)
     # a link closes a triangle when its two ends have a common neighbour
