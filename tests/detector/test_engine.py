@@ -18,6 +18,13 @@ from detector.rings import candidate_rings
 from features import synchrony as sy
 
 
+def _as_events(df: pl.DataFrame) -> pl.DataFrame:
+    """Rows of some event columns as a contract frame: every column, in order and type, ms timestamps."""
+    df = df.with_columns(pl.col(s.TS).dt.cast_time_unit("ms"))
+    missing = [pl.lit(None, dtype=dt).alias(c) for c, dt in s.EVENT_SCHEMA.items() if c not in df.columns]
+    return df.with_columns(missing).select([pl.col(c).cast(dt) for c, dt in s.EVENT_SCHEMA.items()])
+
+
 def small_population(seed: int = 0) -> pl.DataFrame:
     """120 human-ish accounts and a 12-account ring sharing a /24, a user agent and a steady cadence."""
     rng = np.random.default_rng(seed)
@@ -97,11 +104,7 @@ def small_population(seed: int = 0) -> pl.DataFrame:
             rows["prompt"].append(
                 f"Think step by step and show all of your reasoning before the final answer: problem {q}"
             )
-    df = pl.DataFrame(rows).with_columns(pl.col("ts").dt.cast_time_unit("ms"))
-    for c, dt in s.EVENT_SCHEMA.items():
-        if c not in df.columns:
-            df = df.with_columns(pl.lit(None, dtype=dt).alias(c))
-    return df.select([pl.col(c).cast(dt) for c, dt in s.EVENT_SCHEMA.items()]).sort(s.TS)
+    return _as_events(pl.DataFrame(rows)).sort(s.TS)
 
 
 EVENTS = small_population()
@@ -381,11 +384,7 @@ def _accounts_like_the_ring(
                         s.PROMPT: text,
                     }
                 )
-    df = pl.DataFrame(rows).with_columns(pl.col(s.TS).dt.cast_time_unit("ms"))
-    for c, dt in s.EVENT_SCHEMA.items():
-        if c not in df.columns:
-            df = df.with_columns(pl.lit(None, dtype=dt).alias(c))
-    return df.select([pl.col(c).cast(dt) for c, dt in s.EVENT_SCHEMA.items()])
+    return _as_events(pl.DataFrame(rows))
 
 
 def test_accounts_re_running_a_dataset_of_known_texts_are_not_flagged() -> None:
@@ -478,11 +477,7 @@ def _app_traffic(*, users: int, heavy: int, start: datetime) -> pl.DataFrame:
                     s.PROMPT: f"{wrapper}.\n\nWrite a Python function to {task}, version {n}.{j}",
                 }
             )
-    df = pl.DataFrame(rows).with_columns(pl.col(s.TS).dt.cast_time_unit("ms"))
-    for c, dt in s.EVENT_SCHEMA.items():
-        if c not in df.columns:
-            df = df.with_columns(pl.lit(None, dtype=dt).alias(c))
-    return df.select([pl.col(c).cast(dt) for c, dt in s.EVENT_SCHEMA.items()])
+    return _as_events(pl.DataFrame(rows))
 
 
 def test_a_wrapper_many_accounts_used_once_links_nobody_however_few_reuse_it() -> None:
