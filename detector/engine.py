@@ -46,6 +46,7 @@ from detector.state import (
     KeyExamples,
     KeyTally,
     TextNovelty,
+    ValueTally,
     fold_key,
 )
 from features import clusters as cl
@@ -344,6 +345,8 @@ class DetectionEngine:
         # the accounts `_known_texts` finds re-running a dataset, as of the last texts noted
         self._reruns: pl.Series | None = None
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
+        # how many accounts hold each link value (rows of distinct_state and template_links)
+        self.value_counts = ValueTally()
         # every account's sampled prompts and their targeted share, whatever its volume: ring
         # candidates by their prompts (`_targeted`, `_young_targeted`) are read off it
         self.prompt_summary = pl.DataFrame(
@@ -390,9 +393,11 @@ class DetectionEngine:
 
     def add_account_events(self, accounts: pl.DataFrame) -> None:
         """Enrich the linking state with account metadata (payment instrument, signup network, e-mail)."""
-        self.distinct_state = v.merge_distinct_state(
-            self.distinct_state.lazy(), v.account_links(accounts.lazy())
-        ).collect(engine=POLARS_ENGINE)
+        links = v.account_links(accounts.lazy()).unique().collect(engine=POLARS_ENGINE)
+        self.value_counts.add(links.join(self.distinct_state, on=list(v.DISTINCT_STATE_SCHEMA), how="anti"))
+        self.distinct_state = v.merge_distinct_state(self.distinct_state.lazy(), links.lazy()).collect(
+            engine=POLARS_ENGINE
+        )
 
     def _drop_duplicates(self, events: pl.DataFrame) -> pl.DataFrame:
         """Keep the first sighting of each event_id (the contract's idempotency key)."""
@@ -589,6 +594,7 @@ class DetectionEngine:
         touched = partials.select(s.ACCOUNT_ID).unique()
         known = self.distinct_state.join(touched, on=s.ACCOUNT_ID, how="semi")
         new = partials.join(known, on=list(v.DISTINCT_STATE_SCHEMA), how="anti")
+        self.value_counts.add(new)
         self.distinct_state = _compact(pl.concat([self.distinct_state, new], rechunk=False))
 
     def _update_prompt_state(self, templates: pl.DataFrame, keys: pl.DataFrame, prompts: pl.Series) -> None:
@@ -762,6 +768,8 @@ class DetectionEngine:
             targeted=targeted if self.config.link_keys_used_once else None,
         ).collect(engine=POLARS_ENGINE)
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
+        self.value_counts.add(self.template_links.filter(is_active), sign=-1)
+        self.value_counts.add(recurring)
         self.template_links = _compact(pl.concat([self.template_links.filter(~is_active), recurring]))
         self.prompt_summary = _compact(
             pl.concat(
@@ -909,8 +917,8 @@ class DetectionEngine:
         if not (force or on_the_hour or not watched.equals(self._last_suspicious)):
             return [], []
         self._last_suspicious = watched
-        # the suspicious accounts' links, and how many accounts of the whole population hold each
-        # of their values: semi-joins against the small suspicious side, not a group-by of everyone's
+        # the suspicious accounts' links (semi-joins against the small suspicious side), and how many
+        # accounts of the whole population hold each of their values (kept as counts: `value_counts`)
         sus = pl.DataFrame({s.ACCOUNT_ID: suspicious})
         everyone = (self.distinct_state, self.template_links)
         # organisations come along: they never link, but make one customer of their accounts
@@ -924,13 +932,9 @@ class DetectionEngine:
         values = pl.concat(
             [values, values.filter(pl.col(v.DIM).is_in(list(twin))).with_columns(pl.col(v.DIM).replace(twin))]
         ).unique()
-        probe = values.select(v.VALUE).unique()
-        popularity = (
-            pl.concat([lk.join(probe, on=v.VALUE, how="semi") for lk in everyone])
-            .join(values, on=[v.DIM, v.VALUE], how="semi")
-            .group_by(v.DIM, v.VALUE)
-            .agg(pl.len().alias(N_ACCOUNTS))
-        )
+        popularity = values.with_columns(
+            pl.Series(N_ACCOUNTS, self.value_counts.counts_of(values), dtype=pl.UInt32)
+        ).filter(pl.col(N_ACCOUNTS) > 0)
         members, evidence = candidate_rings(
             links, suspicious, min_size=self.config.min_ring_size, popularity=self._with_key_holders(popularity)
         )

@@ -49,10 +49,9 @@ def upsert_alerts(rows: Sequence[dict[str, Any]], *, session: Session) -> None:
         c: stmt.excluded[c]
         for c in ("ring_id", "score", "severity", "action", "last_scored_ts", "n_events", "reasons", "updated_at")
     }
-    # chunks keep each statement under the backends' bound-parameter limits
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        session.execute(stmt.values(list(chunk)).on_conflict_do_update(index_elements=["alert_key"], set_=updated))
+    # one statement with a list of parameter sets: compiled once (cached), sent as batched
+    # multi-row inserts by the driver layer; a VALUES list per call recompiled 500 rows each time
+    session.execute(stmt.on_conflict_do_update(index_elements=["alert_key"], set_=updated), list(rows))
 
 
 def upsert_rings(rings: Sequence[dict[str, Any]], *, session: Session) -> None:
@@ -147,11 +146,7 @@ def upsert_activity(rows: Sequence[dict[str, Any]], *, session: Session) -> None
         return
     stmt = _insert(session, AccountActivity.__table__)
     updated = {c: stmt.excluded[c] for c in ("score", "n_events", "ring_id", "action", "updated_at")}
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        session.execute(
-            stmt.values(list(chunk)).on_conflict_do_update(index_elements=["account_id", "hour"], set_=updated)
-        )
+    session.execute(stmt.on_conflict_do_update(index_elements=["account_id", "hour"], set_=updated), list(rows))
 
 
 def account_activity(account_id: str, *, session: Session, limit: int = 24 * 31) -> list[AccountActivity]:

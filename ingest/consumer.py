@@ -57,7 +57,8 @@ from ingest.replay import detector_config, load_account_events
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+# bumped when the checkpoint's layout changes; the engine's own state is checked field by field
+CHECKPOINT_VERSION = 2
 # a watermark before any event: buffers a batch without running a tick
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -406,6 +407,13 @@ class StreamWorker:
             raise InputError(
                 f"{self.checkpoint_file}: checkpoint version {doc.get('version')} is not {CHECKPOINT_VERSION}"
             )
+        fields = sorted(vars(DetectionEngine(detector_config(self.settings))))
+        if doc.get("engine_fields") != fields:
+            # an engine of another version pickled other state: resuming it would fail mid-stream
+            raise InputError(
+                f"{self.checkpoint_file}: checkpoint holds detector state of another version "
+                f"(fields {doc.get('engine_fields')}); replay the history into a new --group instead"
+            )
         if doc.get("topic") != self.options.topic:
             raise InputError(
                 f"{self.checkpoint_file}: checkpoint of group {self.options.group!r} is for topic "
@@ -419,6 +427,7 @@ class StreamWorker:
             "topic": self.options.topic,
             "group": self.options.group,
             "engine": self.pipeline.engine,
+            "engine_fields": sorted(vars(self.pipeline.engine)),
             "counts": self.pipeline.counts,
             "offsets": dict(self._state.offsets),
             "latest_ts": dict(self._state.latest_ts),

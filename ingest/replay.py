@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from detector.report import write_report
 from ingest.contract import ACCOUNT_EVENTS
 from ingest.dead_letter import FileDeadLetter
 from ingest.pipeline import Pipeline
-from ingest.sources import FileSource, rejected_path_for
+from ingest.sources import FileSource, prefetched, rejected_path_for
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,13 @@ def replay(
         for src in sources:
             sink = FileDeadLetter(rejected_path_for(src.path))
             try:
-                for batch in src.batches(batch_size=settings.batch_size, max_bytes=settings.max_record_bytes):
-                    result = pipeline.process_batch(batch, dead_letter=sink)
-                    if progress is not None:
-                        progress(result.read)
+                # the next batch is read and decoded while this one is detected and persisted
+                batches = src.batches(batch_size=settings.batch_size, max_bytes=settings.max_record_bytes)
+                with closing(prefetched(batches)) as ahead:
+                    for batch in ahead:
+                        result = pipeline.process_batch(batch, dead_letter=sink)
+                        if progress is not None:
+                            progress(result.read)
             finally:
                 sink.close()
             if sink.count:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import gzip
-import io
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar, overload
 
+import numpy as np
 import polars as pl
 
 from core.errors import InputError
 from ingest.contract import EVENTS, RecordKind, ValidatedBatch, decode_records, validate_frame
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,8 @@ class FileSource:
 
     path: Path
     kind: RecordKind = EVENTS
+    # NDJSON is read in blocks of this many (decompressed) bytes and split into lines at C speed
+    block_bytes: int = 1 << 22
 
     @property
     def is_parquet(self) -> bool:
@@ -47,26 +53,46 @@ class FileSource:
     def _ndjson_batches(self, batch_size: int, max_bytes: int) -> Iterator[ValidatedBatch]:
         name = str(self.path)
         lines: list[bytes] = []
-        positions: list[str] = []
+        numbers: list[np.ndarray] = []
+        n_lines = 0  # lines of the file before the current block (blank ones included)
+        carry = b""  # the block's last line, cut short by the block's end
         with self._open() as fh:
-            try:
-                for lineno, line in enumerate(io.BufferedReader(fh, buffer_size=1 << 20), start=1):  # type: ignore[type-var]
-                    stripped = line.rstrip(b"\r\n")
-                    # blank lines separate nothing in NDJSON; they are not records
-                    if not stripped.strip():
-                        continue
-                    lines.append(stripped)
-                    positions.append(f"{name}:{lineno}")
-                    if len(lines) >= batch_size:
-                        yield decode_records(
-                            lines, kind=self.kind, source=name, positions=positions, max_bytes=max_bytes
-                        )
-                        lines, positions = [], []
-            except (OSError, EOFError) as exc:
-                # a truncated gzip keeps what was read and reports the damage instead of crashing
-                raise InputError(f"{name}: cannot read past line {len(positions)} of this batch: {exc}") from exc
+            while True:
+                try:
+                    block = fh.read(self.block_bytes)
+                except (OSError, EOFError) as exc:
+                    # a truncated gzip keeps what was read and reports the damage instead of crashing
+                    raise InputError(f"{name}: cannot read past line {n_lines}: {exc}") from exc
+                if block:
+                    parts = (carry + block).split(b"\n")
+                    carry = parts.pop()
+                elif carry:
+                    parts, carry = [carry], b""
+                else:
+                    break
+                # C-level maps, not a Python loop per line: drop the CR of CRLF, skip blank lines
+                parts = list(map(bytes.rstrip, parts, repeat(b"\r")))
+                kept = np.fromiter(map(len, map(bytes.strip, parts)), dtype=np.int64, count=len(parts)) > 0
+                lines.extend(compress(parts, kept))
+                numbers.append(np.flatnonzero(kept) + (n_lines + 1))
+                n_lines += len(parts)
+                while len(lines) >= batch_size:
+                    yield self._decode(lines[:batch_size], numbers, batch_size, max_bytes)
+                    lines = lines[batch_size:]
         if lines:
-            yield decode_records(lines, kind=self.kind, source=name, positions=positions, max_bytes=max_bytes)
+            yield self._decode(lines, numbers, len(lines), max_bytes)
+
+    def _decode(self, lines: list[bytes], numbers: list[np.ndarray], n: int, max_bytes: int) -> ValidatedBatch:
+        """Decode the first `n` pending lines, taking their line numbers off the front of `numbers`."""
+        pending = np.concatenate(numbers)
+        numbers[:] = [pending[n:]]
+        return decode_records(
+            lines,
+            kind=self.kind,
+            source=str(self.path),
+            positions=LinePositions(str(self.path), pending[:n]),
+            max_bytes=max_bytes,
+        )
 
     def _parquet_batches(self, batch_size: int) -> Iterator[ValidatedBatch]:
         name = str(self.path)
@@ -81,6 +107,70 @@ class FileSource:
                 (pl.lit(f"{name}#row") + (pl.int_range(pl.len()) + offset).cast(pl.String)).alias("source")
             )
             yield validate_frame(frame, kind=self.kind, source=name)
+
+
+class LinePositions(Sequence[str]):
+    """`file:line` of each record of a batch, formatted only when read (only rejects' are)."""
+
+    def __init__(self, name: str, numbers: np.ndarray) -> None:
+        self._name, self._numbers = name, numbers
+
+    def __len__(self) -> int:
+        return int(self._numbers.size)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [f"{self._name}:{n}" for n in self._numbers[i].tolist()]
+        return f"{self._name}:{int(self._numbers[i])}"
+
+
+def prefetched(batches: Iterator[T], *, depth: int = 1) -> Generator[T, None, None]:
+    """`batches`, read ahead by a thread: reading and decoding (gzip, Arrow, Polars: GIL released)
+    overlap the caller's work on the previous batch. Errors are raised in the caller, in order."""
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for batch in batches:
+                if not offer(("batch", batch)):
+                    return
+            offer(("end", None))
+        except BaseException as exc:  # handed to the caller, who raises it
+            offer(("error", exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=run, name="prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "batch":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        # the caller stopped early (or failed): the reader stops at its next hand-over
+        stop.set()
+        reader.join()
 
 
 def rejected_path_for(path: Path) -> Path:

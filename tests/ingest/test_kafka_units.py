@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,12 +12,15 @@ import orjson
 import polars as pl
 import pytest
 
-from detector.engine import Flag
+from core.errors import InputError
+from core.settings import Settings
+from detector.engine import DetectionEngine, Flag
 from detector.publisher import Decision, NullDecisionPublisher, changed_decisions, decision_message
-from ingest.consumer import write_atomic
+from ingest.consumer import CHECKPOINT_VERSION, ConsumeOptions, StreamWorker, write_atomic
 from ingest.contract import decode_records
 from ingest.kafka_io import KafkaDeadLetter, file_lines, key_of, parse_position, position
 from ingest.metrics import MetricsServer, StreamMetrics
+from ingest.replay import detector_config
 
 
 class FakeProducer:
@@ -144,3 +148,18 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path) -> None:
     write_atomic(path, b"two")
     assert path.read_bytes() == b"two"
     assert [p.name for p in path.parent.iterdir()] == ["g.pkl"]
+
+
+def test_a_checkpoint_of_another_engine_version_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    worker = StreamWorker(settings, ConsumeOptions(topic="api-requests", group="g"))
+    engine = DetectionEngine(detector_config(settings))
+    doc = {"version": CHECKPOINT_VERSION, "topic": "api-requests", "engine": engine}
+    fields = sorted(vars(engine))
+    write_atomic(worker.checkpoint_file, pickle.dumps({**doc, "engine_fields": fields}))
+    assert worker._load_checkpoint() is not None
+    # an older engine lacked a field this one has (e.g. value_counts): resuming it would crash mid-stream
+    older = [f for f in fields if f != "value_counts"]
+    write_atomic(worker.checkpoint_file, pickle.dumps({**doc, "engine_fields": older}))
+    with pytest.raises(InputError, match="detector state of another version"):
+        worker._load_checkpoint()
