@@ -45,8 +45,8 @@ from detector.state import (
     KeyCounts,
     KeyExamples,
     KeyTally,
+    RowTally,
     TextNovelty,
-    ValueTally,
     fold_key,
 )
 from features import clusters as cl
@@ -63,6 +63,8 @@ _LINKED_COL, _EARLY_COL = "_linked", "_early"
 # it had been active long before (see DetectorConfig.early_onset_keys)
 _ONSET, _HISTORY = "onset_tick", "had_history"
 _LINKED, _EARLY = pl.col(_LINKED_COL), pl.col(_EARLY_COL)
+# a wrapper key is early-ring evidence when at least this share of its holders are young candidates
+_EARLY_SUSPICIOUS_SHARE = 0.5
 # per-tick plans are small and many: the in-memory engine starts faster than the streaming one
 POLARS_ENGINE: Final = "in-memory"
 PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE)
@@ -346,7 +348,10 @@ class DetectionEngine:
         self._reruns: pl.Series | None = None
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
         # how many accounts hold each link value (rows of distinct_state and template_links)
-        self.value_counts = ValueTally()
+        self.value_counts = RowTally((v.DIM, v.VALUE))
+        # the (account, dim, value) triples of distinct_state, as a set: a tick's new ones are found
+        # by lookups, not by joining against the whole state
+        self.distinct_seen = RowTally((s.ACCOUNT_ID, v.DIM, v.VALUE))
         # every account's sampled prompts and their targeted share, whatever its volume: ring
         # candidates by their prompts (`_targeted`, `_young_targeted`) are read off it
         self.prompt_summary = pl.DataFrame(
@@ -394,10 +399,7 @@ class DetectionEngine:
     def add_account_events(self, accounts: pl.DataFrame) -> None:
         """Enrich the linking state with account metadata (payment instrument, signup network, e-mail)."""
         links = v.account_links(accounts.lazy()).unique().collect(engine=POLARS_ENGINE)
-        self.value_counts.add(links.join(self.distinct_state, on=list(v.DISTINCT_STATE_SCHEMA), how="anti"))
-        self.distinct_state = v.merge_distinct_state(self.distinct_state.lazy(), links.lazy()).collect(
-            engine=POLARS_ENGINE
-        )
+        self._add_distinct(links)
 
     def _drop_duplicates(self, events: pl.DataFrame) -> pl.DataFrame:
         """Keep the first sighting of each event_id (the contract's idempotency key)."""
@@ -590,10 +592,12 @@ class DetectionEngine:
         )
 
     def _add_distinct(self, partials: pl.DataFrame) -> None:
-        """Append the tick's (account, dim, value) triples the state lacks: a set only grows."""
-        touched = partials.select(s.ACCOUNT_ID).unique()
-        known = self.distinct_state.join(touched, on=s.ACCOUNT_ID, how="semi")
-        new = partials.join(known, on=list(v.DISTINCT_STATE_SCHEMA), how="anti")
+        """Append the (account, dim, value) triples the state lacks (`partials` distinct): a set only grows."""
+        partials = partials.select(list(v.DISTINCT_STATE_SCHEMA)).filter(pl.col(v.VALUE).is_not_null())
+        key = self.distinct_seen.keys_of(partials)
+        is_new = self.distinct_seen.counts_of_keys(key) == 0
+        new = partials.filter(pl.Series(is_new))
+        self.distinct_seen.add_keys(key[is_new])
         self.value_counts.add(new)
         self.distinct_state = _compact(pl.concat([self.distinct_state, new], rechunk=False))
 
@@ -1054,14 +1058,22 @@ class DetectionEngine:
         if young.len() >= self.config.min_ring_size:
             index = self.account_index.lookup(young)
             idx, key, _ = self.key_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
+            distinct, inverse, n_young = np.unique(key, return_inverse=True, return_counts=True)
+            holders = self.key_holders.counts_of(distinct)
+            # only keys that can be evidence go on (pairwise_rings' own test, on every row of such a
+            # key: the same rings): most of the young accounts' keys are theirs alone
+            useful = (n_young >= 2) & (n_young >= _EARLY_SUSPICIOUS_SHARE * holders)
+            keep = useful[inverse]
             keys = pl.DataFrame(
-                {s.ACCOUNT_ID: self.account_index.ids_of(idx), v.VALUE: pl.Series(key, dtype=pl.UInt64).cast(pl.String)}
+                {
+                    s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]),
+                    v.VALUE: pl.Series(key[keep], dtype=pl.UInt64).cast(pl.String),
+                }
             )
-            distinct = np.unique(key)
             popularity = pl.DataFrame(
                 {
-                    v.VALUE: pl.Series(distinct, dtype=pl.UInt64).cast(pl.String),
-                    N_ACCOUNTS: self.key_holders.counts_of(distinct),
+                    v.VALUE: pl.Series(distinct[useful], dtype=pl.UInt64).cast(pl.String),
+                    N_ACCOUNTS: holders[useful],
                 }
             )
             windows = pl.DataFrame(
@@ -1091,7 +1103,7 @@ class DetectionEngine:
                 concerted=onset,
                 min_concerted_shared=self.config.early_onset_keys,
                 flagged=pl.Series(s.ACCOUNT_ID, [a for a, f in self.flags.items() if f.active], dtype=pl.String),
-                min_suspicious_share=0.5,
+                min_suspicious_share=_EARLY_SUSPICIOUS_SHARE,
                 min_size=self.config.min_ring_size,
             )
         both = pl.concat(

@@ -167,33 +167,44 @@ class KeyTally:
         return self._counts.counts_of(np.zeros(key.size, dtype=np.uint64), key)
 
 
-class ValueTally:
-    """How many rows of the link tables hold each (dimension, value): the popularity of a link value.
+class RowTally:
+    """How many rows hold each combination of `columns`' values, by a 64-bit hash of the combination.
 
-    Kept as the tables change (a row added counts +1, a row replaced -1), so a tick reads the
-    popularity of its suspicious accounts' values with a binary search instead of scanning every
-    account's links. Pairs are 64-bit hashes: with a million values, a collision's odds are ~3e-8.
-    Rows with a null value count nowhere (a join never matches a null).
+    Kept as tables change (a row added counts +1, a row replaced -1), so a tick reads counts (the
+    popularity of a link value, whether an account's triple is known) with a binary search per row
+    instead of scanning every account's rows. With a million combinations, two colliding has odds of
+    ~3e-8. A row with a null in `columns` counts nowhere (as a join never matches a null).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, columns: tuple[str, ...] = (v.DIM, v.VALUE)) -> None:
+        self.columns = columns
         self._counts = KeyCounts()
 
+    def keys_of(self, rows: pl.DataFrame) -> np.ndarray:
+        """The hash of each row's combination (uint64)."""
+        return rows.select(pl.struct(*self.columns).hash(seed=41)).to_series().to_numpy()
+
     def add(self, rows: pl.DataFrame, *, sign: int = 1) -> None:
-        """Count `rows` (with columns dim, value) once each, or uncount them (`sign=-1`)."""
-        key = _value_keys(rows.filter(pl.col(v.VALUE).is_not_null()))
+        """Count `rows` once each, or uncount them (`sign=-1`)."""
+        self.add_keys(self.keys_of(rows.filter(~self._has_null())), sign=sign)
+
+    def add_keys(self, key: np.ndarray, *, sign: int = 1) -> None:
+        """Count hashes from `keys_of` (of rows without nulls) once each, or uncount them."""
         if key.size:
-            self._counts._append(_reduce(key, np.full(key.size, sign, dtype=np.int64)))
+            self._counts._append(_reduce(key.astype(np.uint64), np.full(key.size, sign, dtype=np.int64)))
 
     def counts_of(self, rows: pl.DataFrame) -> np.ndarray:
-        """The count of each (dim, value) row of `rows` (0 when absent or null)."""
-        out = self._counts._counts(_value_keys(rows))
-        out[rows.get_column(v.VALUE).is_null().to_numpy()] = 0
+        """The count of each row's combination (0 when absent or holding a null)."""
+        out = self.counts_of_keys(self.keys_of(rows))
+        out[rows.select(self._has_null()).to_series().to_numpy()] = 0
         return out
 
+    def counts_of_keys(self, key: np.ndarray) -> np.ndarray:
+        """The count of each hash from `keys_of`."""
+        return self._counts._counts(key.astype(np.uint64))
 
-def _value_keys(rows: pl.DataFrame) -> np.ndarray:
-    return rows.select(pl.struct(v.DIM, v.VALUE).hash(seed=41)).to_series().to_numpy()
+    def _has_null(self) -> pl.Expr:
+        return pl.any_horizontal(pl.col(c).is_null() for c in self.columns)
 
 
 class ActivityWindows:

@@ -7,7 +7,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.state import KEY_BITS, AccountIndex, KeyCounts, KeyExamples, fold_key
+from detector.state import KEY_BITS, AccountIndex, KeyCounts, KeyExamples, RowTally, fold_key
 
 rows = st.lists(
     st.tuples(st.integers(0, 40), st.integers(0, (1 << KEY_BITS) - 1), st.integers(1, 5)), min_size=0, max_size=300
@@ -96,3 +96,38 @@ def test_text_novelty_counts_texts_answered_before_or_twice_in_a_tick() -> None:
     # tick 2: account 5 sends text 1 (known: answered before) and text 9 (new); a retry after a failure is no re-run
     novelty.add(np.array([5, 5]), np.array([1, 9], dtype=np.uint64), np.array([1, 1]))
     assert [x.tolist() for x in novelty.of(np.array([0, 5, 99]))] == [[2, 2, 0], [1, 1, 0]]
+
+
+Rows = list[list[tuple[str, str | None, int]]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["ip", "ua"]), st.one_of(st.none(), st.sampled_from("abcdef")), st.sampled_from([1, -1])
+            ),
+            max_size=12,
+        ),
+        max_size=6,
+    )
+)
+def test_row_tally_counts_like_a_dict_of_rows_added_and_removed(ticks: Rows) -> None:
+    tally, expected = RowTally(("dim", "value")), {}
+    for tick in ticks:
+        for sign in (1, -1):
+            rows = [(d, val) for d, val, sg in tick if sg == sign]
+            frame = pl.DataFrame(rows, schema={"dim": pl.String, "value": pl.String}, orient="row")
+            tally.add(frame, sign=sign)
+            for d, val in rows:
+                if val is not None:  # a null value counts nowhere, as a join never matches it
+                    expected[(d, val)] = expected.get((d, val), 0) + sign
+    probe = pl.DataFrame(
+        [(d, val) for d in ("ip", "ua") for val in [None, *"abcdefg"]],
+        schema={"dim": pl.String, "value": pl.String},
+        orient="row",
+    )
+    got = tally.counts_of(probe)
+    want = [expected.get((d, val), 0) if val is not None else 0 for d, val in probe.iter_rows()]
+    assert got.tolist() == want
