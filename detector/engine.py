@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -22,6 +22,17 @@ from scipy.sparse import coo_matrix
 
 from core import schema as s
 from detector.model import AccountEnsemble
+from detector.partition import (
+    CAPABILITY_CODES,
+    CODE,
+    CODE_BITS,
+    KEY,
+    OK,
+    POLARS_ENGINE,
+    ROW,
+    PartitionStage,
+    TickPartials,
+)
 from detector.rings import (
     LINK_DIMS,
     N_ACCOUNTS,
@@ -39,7 +50,6 @@ from detector.rings import (
 )
 from detector.state import (
     ACCOUNT_INDEX,
-    KEY_BITS,
     AccountIndex,
     ActivityWindows,
     KeyCounts,
@@ -47,6 +57,7 @@ from detector.state import (
     KeyTally,
     RowTally,
     TextNovelty,
+    compact,
     fold_key,
 )
 from features import clusters as cl
@@ -65,26 +76,12 @@ _ONSET, _HISTORY = "onset_tick", "had_history"
 _LINKED, _EARLY = pl.col(_LINKED_COL), pl.col(_EARLY_COL)
 # a wrapper key is early-ring evidence when at least this share of its holders are young candidates
 _EARLY_SUSPICIOUS_SHARE = 0.5
-# per-tick plans are small and many: the in-memory engine starts faster than the streaming one
-POLARS_ENGINE: Final = "in-memory"
 PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE)
 MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
 
 
-# a template-count key: the template id's top bits, then the capability's code in the low bits
-_CODE = "capability_code"
-_KEY = "_key"
-# the tick an event is processed at, while several ticks' events are prepared in one pass
-_TICK = "_tick"
-# a sampled prompt's row in one pass's fingerprinted sample: where a wrapper key's example text is
-_ROW = "_row"
-# how often an account's text was answered successfully in a tick (TextNovelty)
-_OK = "_ok"
-_CODE_BITS = 3
-_CAPABILITY_CODES = pl.DataFrame(
-    {pr.CAPABILITY: list(pr.CAPABILITIES), _CODE: pl.Series(range(len(pr.CAPABILITIES)), dtype=pl.UInt64)}
-)
-assert len(pr.CAPABILITIES) <= 1 << _CODE_BITS and KEY_BITS > 2 * _CODE_BITS
+# the partials' columns (detector/partition.py)
+_CODE, _KEY, _ROW, _OK, _CODE_BITS, _CAPABILITY_CODES = CODE, KEY, ROW, OK, CODE_BITS, CAPABILITY_CODES
 
 
 @dataclass(frozen=True)
@@ -210,21 +207,6 @@ class DetectorConfig:
 
 
 @dataclass
-class _TickInput:
-    """One tick's events and the partials reduced from them (see DetectionEngine._prepare)."""
-
-    events: pl.DataFrame
-    volume: pl.DataFrame
-    distinct: pl.DataFrame
-    templates: pl.DataFrame
-    keys: pl.DataFrame
-    # (account_id, _KEY: the text's hash, _OK: answered successfully) of each distinct text (TextNovelty)
-    texts: pl.DataFrame
-    # the pass's sampled prompt texts, which keys' _ROW points into (shared by its ticks)
-    prompts: pl.Series
-
-
-@dataclass
 class Flag:
     """What is known about a flagged account."""
 
@@ -303,11 +285,6 @@ def _number(value: Any) -> float:
     return float(value) if value is not None else 0.0
 
 
-def _compact(df: pl.DataFrame, *, max_chunks: int = 8) -> pl.DataFrame:
-    """Rechunk state that grows by a chunk a tick: joins and gathers over hundreds of chunks crawl."""
-    return df.rechunk() if df.n_chunks() > max_chunks else df
-
-
 def _merge_touched(
     state: pl.DataFrame, partials: pl.DataFrame, merge: Callable[[pl.LazyFrame, pl.LazyFrame], pl.LazyFrame]
 ) -> pl.DataFrame:
@@ -320,7 +297,7 @@ def _merge_touched(
         return state
     touched = pl.col(s.ACCOUNT_ID).is_in(partials.get_column(s.ACCOUNT_ID).unique().implode())
     merged = merge(state.lazy().filter(touched), partials.lazy().select(state.columns)).collect(engine=POLARS_ENGINE)
-    return _compact(pl.concat([state.filter(~touched), merged.select(state.columns)]))
+    return compact(pl.concat([state.filter(~touched), merged.select(state.columns)]))
 
 
 class DetectionEngine:
@@ -357,20 +334,16 @@ class DetectionEngine:
         self.prompt_summary = pl.DataFrame(
             schema={s.ACCOUNT_ID: pl.String, pr.N_PROMPTS: pl.Int64, pr.TARGETED_SHARE: pl.Float64}
         )
-        self.buffer = pl.DataFrame(schema=s.EVENT_SCHEMA)
-        self.next_tick: datetime | None = None
+        # the per-event stage (dedupe, ticks, partials), driven by this engine in one process
+        self.partition = PartitionStage(config)
         self.last_tick: datetime | None = None
         self.model: AccountEnsemble | None = None
         self.fitted_at: datetime | None = None
         self.fitted_population = 0
         self.flags: dict[str, Flag] = {}
         self.rings: dict[str, Ring] = {}
-        self.first_ts: datetime | None = None
-        self.last_ts: datetime | None = None
         self.features: pl.DataFrame | None = None
         self.scores = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, SCORE: pl.Float64})
-        self.seen_ids = pl.DataFrame(schema={s.EVENT_ID: pl.String, s.TS: s.TS_DTYPE})
-        self.duplicates = 0
         self._last_suspicious = pl.Series(s.ACCOUNT_ID, [], dtype=pl.String)
         # when each account first became a young targeted candidate (tick ordinal) and whether it
         # had been active early_onset_history ticks before: the concerted-onset links' material
@@ -379,47 +352,37 @@ class DetectionEngine:
 
     # --- stream interface ---
     def ingest(self, events: pl.DataFrame, *, watermark: datetime | None = None) -> list[TickOutcome]:
-        """Buffer validated events and run every tick the watermark has passed.
+        """Buffer validated events and run every tick the watermark has passed (see PartitionStage.ingest)."""
+        return self.run(self.partition.ingest(events, watermark=watermark))
 
-        The watermark is the event time up to which the input is complete. A single ordered
-        file's is its latest event (the default); a multi-partition stream passes the minimum
-        over its partitions' latest events, so a lagging partition's events are never late.
-        """
-        if events.height:
-            events = self._drop_duplicates(events)
-        if events.height:
-            self.buffer = pl.concat([self.buffer, events.select(list(s.EVENT_SCHEMA))])
-            lo, hi = cast(datetime, events.get_column(s.TS).min()), cast(datetime, events.get_column(s.TS).max())
-            self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
-            self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
-        if self.last_ts is None:
-            return []
-        return self._run_due(self.last_ts if watermark is None else watermark)
+    def flush(self) -> list[TickOutcome]:
+        """End of stream: run the ticks that close the remaining buffered events."""
+        return self.run(self.partition.flush())
+
+    def run(self, partials: list[TickPartials]) -> list[TickOutcome]:
+        """Run ticks from their partials, in event-time order (one partition's, or several merged)."""
+        return [self._run_tick(part) for part in partials]
+
+    @property
+    def duplicates(self) -> int:
+        return self.partition.duplicates
+
+    @property
+    def next_tick(self) -> datetime | None:
+        return self.partition.next_tick
+
+    @property
+    def first_ts(self) -> datetime | None:
+        return self.partition.first_ts
+
+    @property
+    def last_ts(self) -> datetime | None:
+        return self.partition.last_ts
 
     def add_account_events(self, accounts: pl.DataFrame) -> None:
         """Enrich the linking state with account metadata (payment instrument, signup network, e-mail)."""
         links = v.account_links(accounts.lazy()).unique().collect(engine=POLARS_ENGINE)
         self._add_distinct(links)
-
-    def _drop_duplicates(self, events: pl.DataFrame) -> pl.DataFrame:
-        """Keep the first sighting of each event_id (the contract's idempotency key)."""
-        n = events.height
-        events = events.unique(subset=s.EVENT_ID, keep="first", maintain_order=True)
-        if self.seen_ids.height:
-            events = events.join(self.seen_ids, on=s.EVENT_ID, how="anti")
-        self.duplicates += n - events.height
-        self.seen_ids = _compact(pl.concat([self.seen_ids, events.select(s.EVENT_ID, s.TS)]))
-        return events
-
-    def flush(self) -> list[TickOutcome]:
-        """End of stream: run the ticks that close the remaining buffered events."""
-        outcomes = self._run_due(None)
-        self.next_tick = None
-        return outcomes
-
-    def _boundary_after(self, ts: datetime) -> datetime:
-        """The first tick boundary strictly after `ts` (ticks are multiples of `every`)."""
-        return pl.Series([ts]).dt.truncate(self.config.every).item() + self._step
 
     def _tick_no(self, tick: datetime) -> int:
         return sy.tick_number(tick, self._step)
@@ -445,108 +408,15 @@ class DetectionEngine:
             windows, pairs=self.config.synchrony_baseline_pairs, seed=self.config.random_state
         )
 
-    def _next_tick(self) -> datetime | None:
-        if not self.buffer.height:
-            return None
-        boundary = self._boundary_after(cast(datetime, self.buffer.get_column(s.TS).min()))
-        # late events (before the last tick) are taken at the next tick, never at a past one
-        return boundary if self.last_tick is None else max(boundary, self.last_tick + self._step)
-
-    def _run_due(self, watermark: datetime | None) -> list[TickOutcome]:
-        """Run every tick up to `watermark` (all buffered events when None), in event-time order.
-
-        Each buffered event belongs to the first tick boundary after it, or to the next tick to
-        run if that boundary has passed (a late event). The work that depends on the events alone
-        (volume partials, distinct values, prompt sampling and fingerprints) is done for all those
-        ticks in one pass; the state is then updated tick by tick exactly as if the ticks had come
-        one at a time.
-        """
-        first = self._next_tick()
-        if first is None or (watermark is not None and first > watermark):
-            self.next_tick = first
-            return []
-        boundary = pl.col(s.TS).dt.truncate(self.config.every) + self._step
-        tagged = self.buffer.with_columns(
-            pl.when(boundary < first).then(pl.lit(first, dtype=s.TS_DTYPE)).otherwise(boundary).alias(_TICK)
-        )
-        is_due = pl.lit(True) if watermark is None else pl.col(_TICK) <= watermark
-        due = tagged.filter(is_due).sort(_TICK, s.TS, s.EVENT_ID)
-        self.buffer = tagged.filter(~is_due).drop(_TICK)
-        outcomes = [self._run_tick(tick, part) for tick, part in self._prepare(due).items()]
-        self.next_tick = self._next_tick()
-        return outcomes
-
-    def _prepare(self, due: pl.DataFrame) -> dict[datetime, _TickInput]:
-        """Reduce several ticks' events (tagged with _TICK) to per-tick partials in one pass.
-
-        Volume partials, distinct values, and the template and wrapper-key counts of a per-account
-        sample of each tick's prompts, exactly as each tick alone would give them.
-        """
-        lf = due.lazy()
-        by = [s.ACCOUNT_ID, _TICK]
-        accounts = due.get_column(s.ACCOUNT_ID).unique().implode()
-        last_seen = self.volume_state.lazy().filter(pl.col(s.ACCOUNT_ID).is_in(accounts))
-        volume = v.volume_partials(lf, last_seen, every=self.config.every, group_by=_TICK)
-        distinct = v.distinct_partials(lf, group_by=_TICK)
-        fp = pr.prompt_fingerprints(
-            cl.prompt_sample(lf, per_account=self.config.prompt_sample_per_tick, group_by=by),
-            keys=True,
-            wrapper_keys_only=True,
-        ).with_row_index(_ROW)
-        templates = pr.template_counts(fp, group_by=by).join(_CAPABILITY_CODES.lazy(), on=pr.CAPABILITY)
-        keys = cl.template_key_counts(fp, group_by=by, first_row=_ROW)
-        texts = (
-            lf.filter(pl.col(s.PROMPT).is_not_null())
-            .group_by(*by, pl.col(s.PROMPT).hash(seed=29).alias(_KEY))
-            .agg((pl.col(s.STATUS).fill_null(200) < 400).sum().cast(pl.Int64).alias(_OK))
-        )
-        # the fingerprinting is one shared subplan of these queries (collect_all caches it), so the
-        # prompt texts and the rows the key counts point at come from the same evaluation
-        volume_df, distinct_df, templates_df, keys_df, prompts_df, texts_df = pl.collect_all(
-            [volume, distinct, templates, keys, fp.select(s.PROMPT), texts], engine=POLARS_ENGINE
-        )
-        prompts = prompts_df.get_column(s.PROMPT)
-        tid = fold_key(templates_df.get_column(pr.TEMPLATE_ID).to_numpy())
-        code = templates_df.get_column(_CODE).to_numpy().astype(np.uint64)
-        templates_df = templates_df.select(
-            *by, pl.Series(_KEY, (tid >> np.uint64(_CODE_BITS) << np.uint64(_CODE_BITS)) | code), pr.N
-        )
-        keys_df = keys_df.select(
-            *by, pl.Series(_KEY, fold_key(keys_df.get_column(cl.TEMPLATE_KEY).to_numpy())), cl.KEY_COUNT, _ROW
-        )
-
-        def per_tick(df: pl.DataFrame) -> Callable[[datetime], pl.DataFrame]:
-            parts = {k: part.drop(_TICK) for (k,), part in df.partition_by(_TICK, as_dict=True).items()}
-            empty = df.clear().drop(_TICK)
-            return lambda tick: parts.get(tick, empty)
-
-        volume_of, distinct_of, templates_of, keys_of, texts_of = (
-            per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df, texts_df)
-        )
-        return {
-            tick: _TickInput(
-                events.drop(_TICK),
-                volume_of(tick),
-                distinct_of(tick),
-                templates_of(tick),
-                keys_of(tick),
-                texts_of(tick),
-                prompts,
-            )
-            for (tick,), events in due.partition_by(_TICK, as_dict=True, maintain_order=True).items()
-        }
-
     # --- one tick ---
-    def _run_tick(self, tick: datetime, part: _TickInput) -> TickOutcome:
+    def _run_tick(self, part: TickPartials) -> TickOutcome:
         """Update the state with one tick's partials, score, link and flag."""
-        self.last_tick = tick
-        self.seen_ids = self.seen_ids.filter(pl.col(s.TS) >= tick - self.config.dedupe_horizon)
-        due = part.events
-        active = due.get_column(s.ACCOUNT_ID).unique()
+        tick = self.last_tick = part.tick
+        active = part.active
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
         self.volume_state = _merge_touched(self.volume_state, part.volume, v.merge_volume_state)
         self._add_distinct(part.distinct)
-        self._update_prompt_state(part.templates, part.keys, part.prompts)
+        self._update_prompt_state(part.templates, part.keys, part.prompts.get_column(s.PROMPT))
         # after the prompt state: accounts with prompts keep the indices they get there; one lookup
         # (a string join) serves the activity windows, the template rows and the template links
         active_index = self.account_index.lookup(active)
@@ -569,7 +439,7 @@ class DetectionEngine:
             .collect(engine=POLARS_ENGINE)
         )
         base = self.features if self.features is not None else fresh.clear()
-        self.features = _compact(pl.concat([base.filter(~is_active), fresh]))
+        self.features = compact(pl.concat([base.filter(~is_active), fresh]))
         refitted = self._maybe_fit(tick)
         if refitted and self.model is not None:
             # the model scored the whole population it was fitted on: reuse those scores
@@ -584,7 +454,7 @@ class DetectionEngine:
         dissolved, self._dissolved = self._dissolved, []
         return TickOutcome(
             tick=tick,
-            n_events=due.height,
+            n_events=part.n_events,
             # as they stand at this tick: a call that runs several ticks mutates the flags again
             changed=[replace(f) for f in touched.values()],
             rings=rings,
@@ -599,7 +469,7 @@ class DetectionEngine:
         new = partials.filter(pl.Series(is_new))
         self.distinct_seen.add_keys(key[is_new])
         self.value_counts.add(new)
-        self.distinct_state = _compact(pl.concat([self.distinct_state, new], rechunk=False))
+        self.distinct_state = compact(pl.concat([self.distinct_state, new], rechunk=False))
 
     def _update_prompt_state(self, templates: pl.DataFrame, keys: pl.DataFrame, prompts: pl.Series) -> None:
         """Merge a tick's template and wrapper-key count partials (see `_prepare`), noting examples of shared keys."""
@@ -774,8 +644,8 @@ class DetectionEngine:
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
         self.value_counts.add(self.template_links.filter(is_active), sign=-1)
         self.value_counts.add(recurring)
-        self.template_links = _compact(pl.concat([self.template_links.filter(~is_active), recurring]))
-        self.prompt_summary = _compact(
+        self.template_links = compact(pl.concat([self.template_links.filter(~is_active), recurring]))
+        self.prompt_summary = compact(
             pl.concat(
                 [
                     self.prompt_summary.filter(~is_active),
@@ -845,7 +715,7 @@ class DetectionEngine:
         if scores is None:
             scores = self.model.decision_function(X)
         ids = rows.get_column(s.ACCOUNT_ID)
-        self.scores = _compact(
+        self.scores = compact(
             pl.concat(
                 [
                     self.scores.filter(~pl.col(s.ACCOUNT_ID).is_in(ids.implode())),
@@ -1174,7 +1044,7 @@ class DetectionEngine:
         if new.height:
             windows = self._windows_of(new)
             history = (windows >> np.uint64(self.config.early_onset_history)) != 0
-            self.candidate_onset = _compact(
+            self.candidate_onset = compact(
                 pl.concat(
                     [
                         self.candidate_onset,

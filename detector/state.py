@@ -54,6 +54,11 @@ class AccountIndex:
         return self._ids.get_column(s.ACCOUNT_ID).gather(idx.astype(np.int64))
 
 
+def compact(df: pl.DataFrame, *, max_chunks: int = 8) -> pl.DataFrame:
+    """Rechunk state that grows by a chunk a tick: joins and gathers over hundreds of chunks crawl."""
+    return df.rechunk() if df.n_chunks() > max_chunks else df
+
+
 def _reduce(comp: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort composites and sum the counts of equal ones."""
     if comp.size == 0:
