@@ -161,6 +161,16 @@ class DetectorConfig:
     early_onset_keys: int | None = 7
     early_onset_ticks: int = 4
     early_onset_history: int = 8
+    # a recruit (detector/rings.py _vouched_recruits): a young targeted account whose candidacy began
+    # within early_onset_ticks but that shows no past in the stream (an aged account whose sparse
+    # ordinary use fell before the replay's window, or a day's first requests) counts as concerted
+    # when it shares early_onset_recruit_keys wrapper keys (two prompts' worth) with an account that
+    # did switch after a past: a two-prompt tie to a switching account vouches for its switch as
+    # well. Seed 808's evasive ring: its first triangle (7:15) has one corner with no past in the
+    # stream, tied to a switching member by 10 keys. Replayed on 20 seeds: 808's evasive ring 69 ->
+    # 54 min, two evasive members flagged earlier on 5151 and 5353, every other flag (who, when,
+    # released or not) identical. None: off
+    early_onset_recruit_keys: int | None = 9
     # a ring's evidence states its members' synchrony over this many ticks (16: 4 hours), beside
     # random pairs of the accounts active in them
     synchrony_evidence_ticks: int = 16
@@ -955,6 +965,8 @@ class DetectionEngine:
                 }
             )
             onset = self._concerted(index)
+            # after `_concerted(index)` noted every new onset: no onset is recorded twice
+            recruits = self._concerted(index, with_past=False) if self.config.early_onset_recruit_keys else None
             orgs = (
                 self.distinct_state.filter(pl.col(v.DIM) == v.ORG)
                 .join(pl.DataFrame({s.ACCOUNT_ID: young}), on=s.ACCOUNT_ID, how="semi")
@@ -972,6 +984,8 @@ class DetectionEngine:
                 min_co_active_ticks=self.config.early_co_active_ticks,
                 concerted=onset,
                 min_concerted_shared=self.config.early_onset_keys,
+                recruits=recruits,
+                min_recruit_shared=self.config.early_onset_recruit_keys,
                 flagged=pl.Series(s.ACCOUNT_ID, [a for a, f in self.flags.items() if f.active], dtype=pl.String),
                 min_suspicious_share=_EARLY_SUSPICIOUS_SHARE,
                 min_size=self.config.min_ring_size,
@@ -1031,12 +1045,13 @@ class DetectionEngine:
         )
         return merged, ev
 
-    def _concerted(self, index: pl.DataFrame) -> pl.Series:
+    def _concerted(self, index: pl.DataFrame, *, with_past: bool = True) -> pl.Series:
         """The young targeted accounts of `index` (account_id, account_idx) whose candidacy began lately, after a past.
 
         Records each account's onset the first time it is seen here (with whether it had been active
         `early_onset_history` ticks or more before), and returns those whose onset is within the last
-        `early_onset_ticks` ticks and who had such a history (see DetectorConfig.early_onset_keys).
+        `early_onset_ticks` ticks and who had such a history (see DetectorConfig.early_onset_keys);
+        with `with_past` False, those who had none (recruits, see DetectorConfig.early_onset_recruit_keys).
         """
         assert self.last_tick is not None
         now = self._tick_no(self.last_tick)
@@ -1060,7 +1075,7 @@ class DetectionEngine:
             )
         return (
             self.candidate_onset.join(index.select(s.ACCOUNT_ID), on=s.ACCOUNT_ID, how="semi")
-            .filter(pl.col(_HISTORY) & (pl.col(_ONSET) > now - self.config.early_onset_ticks))
+            .filter((pl.col(_HISTORY) == with_past) & (pl.col(_ONSET) > now - self.config.early_onset_ticks))
             .get_column(s.ACCOUNT_ID)
         )
 

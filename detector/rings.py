@@ -391,6 +391,8 @@ def pairwise_rings(
     min_co_active_ticks: int = 1,
     concerted: pl.Series | None = None,
     min_concerted_shared: int | None = None,
+    recruits: pl.Series | None = None,
+    min_recruit_shared: int | None = None,
     flagged: pl.Series | None = None,
     min_suspicious_share: float = 0.5,
     min_size: int = 3,
@@ -416,7 +418,9 @@ def pairwise_rings(
     ticks and the link closes a triangle of such links (see `_co_active_links`). With `concerted` (the
     accounts whose candidacy began lately after a past of other activity) and `min_concerted_shared`,
     two such accounts are linked by that many keys when the link closes a triangle of such links and
-    neither or both of them are already `flagged` (see `_concerted_links`).
+    neither or both of them are already `flagged` (see `_concerted_links`). With `recruits` (accounts
+    whose candidacy began lately without a past) and `min_recruit_shared`, a recruit sharing that many
+    keys with a `concerted` account counts as concerted too (see `_vouched_recruits`).
     Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
     `candidate_rings`.
     """
@@ -458,6 +462,8 @@ def pairwise_rings(
     if concerted is not None and min_concerted_shared is not None:
         ids = a_index.get_column(s.ACCOUNT_ID)
         fresh = ids.is_in(concerted.implode()).to_numpy()
+        if recruits is not None and min_recruit_shared is not None:
+            fresh |= _vouched_recruits(shared, fresh, ids.is_in(recruits.implode()).to_numpy(), min_recruit_shared)
         is_flagged = ids.is_in(flagged.implode()).to_numpy() if flagged is not None else np.zeros(n_a, dtype=bool)
         pair |= _concerted_links(shared, fresh, is_flagged, min_shared=min_concerted_shared)
     if not pair.any():
@@ -534,6 +540,26 @@ def _concerted_links(shared: coo_matrix, fresh: np.ndarray, flagged: np.ndarray,
     if not co.any():
         return co
     return _closing_triangles(shared, co, n=fresh.size)
+
+
+def _vouched_recruits(shared: coo_matrix, fresh: np.ndarray, recruit: np.ndarray, min_shared: int) -> np.ndarray:
+    """Which `recruit` accounts share at least `min_shared` keys (`shared`) with a `fresh` one.
+
+    A campaign on aged accounts switches them to harvesting together, but an aged account used a few
+    times a day may show no past in the stream (first seen as the campaign starts): its candidacy
+    began with the others', with no ordinary use before it to prove a switch. Two prompts' worth of
+    wrapper keys shared with an account that did switch after a past (more than one phrasing in
+    common: a paraphrasing ring's second request) vouches for it; look-alikes that share two prompts
+    (two app users sending the same corpus questions) seldom do so with an account that switched in
+    the same hour, and the vouched recruit still needs a concerted triangle. Seed 808: the evasive
+    ring's first triangle (7:15, 55 minutes in) has one corner with no past, tied by 10 keys to a
+    switching member; without it the ring waited for a 16-key pair (7:30, 69 minutes). Replayed on
+    20 seeds it changes nothing else but two evasive members flagged earlier (5151, 5353).
+    """
+    strong = (shared.row != shared.col) & (shared.data >= min_shared)
+    vouched = np.zeros(recruit.size, dtype=bool)
+    vouched[shared.row[strong & recruit[shared.row] & fresh[shared.col]]] = True
+    return vouched
 
 
 def _closing_triangles(shared: coo_matrix, co: np.ndarray, *, n: int) -> np.ndarray:

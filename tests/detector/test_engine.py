@@ -520,3 +520,23 @@ def test_candidacy_onset_is_concerted_only_lately_and_after_a_past() -> None:
     engine.last_tick = start + STEP * CONFIG.early_onset_ticks
     engine.activity.mark(np.array([idx["late"]]), sy.tick_number(engine.last_tick, STEP))
     assert engine._concerted(index).to_list() == []
+
+
+def test_a_recent_onset_without_a_past_is_a_recruit() -> None:
+    # the recruits of the concerted-onset rule: a young targeted account whose candidacy began lately
+    # with no activity early_onset_history ticks before (DetectorConfig.early_onset_recruit_keys)
+    engine = DetectionEngine(CONFIG)
+    start = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    now = sy.tick_number(start, STEP)
+    index = engine.account_index.lookup(pl.Series(s.ACCOUNT_ID, ["aged", "fresh"]))
+    idx = dict(zip(index.get_column(s.ACCOUNT_ID).to_list(), index.get_column("account_idx").to_list(), strict=True))
+    engine.activity.mark(np.array([idx["aged"]]), now - CONFIG.early_onset_history - 2)
+    engine.activity.mark(np.array([idx["aged"], idx["fresh"]]), now)
+    engine.last_tick = start
+    assert engine._concerted(index).to_list() == ["aged"]
+    assert engine._concerted(index, with_past=False).to_list() == ["fresh"]
+    # the onset noted once: still a recruit within early_onset_ticks, no longer after
+    engine.last_tick = start + STEP * (CONFIG.early_onset_ticks - 1)
+    assert engine._concerted(index, with_past=False).to_list() == ["fresh"]
+    engine.last_tick = start + STEP * CONFIG.early_onset_ticks
+    assert engine._concerted(index, with_past=False).to_list() == []

@@ -76,6 +76,7 @@ def _pairwise(
     co_keys: int = 7,
     concerted: list[str] | None = None,
     flagged: list[str] | None = None,
+    recruits: list[str] | None = None,
 ) -> list[str]:
     """Members of the early rings of young targeted accounts holding `holdings` (account -> wrapper keys).
 
@@ -103,6 +104,8 @@ def _pairwise(
         concerted=None if concerted is None else pl.Series("account_id", concerted, dtype=pl.String),
         min_concerted_shared=7,
         flagged=None if flagged is None else pl.Series("account_id", flagged, dtype=pl.String),
+        recruits=None if recruits is None else pl.Series("account_id", recruits, dtype=pl.String),
+        min_recruit_shared=9,
         min_size=3,
     )
     return sorted(members.get_column("account_id").to_list())
@@ -357,3 +360,29 @@ def test_two_rings_sharing_one_member_stay_two() -> None:
     assert labels[14] != labels[15]  # A is not merged with E through their one shared account
     assert labels[15] == labels[16]  # E and B, sharing most of B, are one ring
     assert np.unique(labels[:7]).size == 1 and labels[0] == labels[14]
+
+
+# seed 808's evasive ring at 55 minutes: two members switched after a past ("s0", "s1": one prompt in
+# common), the third ("r") shows no past in the stream but shares two prompts' worth with s0 and one
+# with s1
+RECRUITED = {
+    "s0": _prompt("w1", 7) + _prompt("w2", 2) + ["s0-own"],
+    "s1": [*_prompt("w1", 7), "s1-own"],
+    "r": _prompt("w1", 7) + _prompt("w2", 2) + ["r-own"],
+}
+
+
+def test_a_recruit_vouched_for_by_two_prompts_with_a_switching_account_is_concerted() -> None:
+    # without the recruit rule the two switching accounts alone close no triangle
+    assert _pairwise(RECRUITED, min_bridge=7, concerted=["s0", "s1"]) == []
+    assert _pairwise(RECRUITED, min_bridge=7, concerted=["s0", "s1"], recruits=["r"]) == ["r", "s0", "s1"]
+    # no switching account to vouch for it: recruits alone are nothing
+    assert _pairwise(RECRUITED, min_bridge=7, concerted=[], recruits=["r", "s0", "s1"]) == []
+
+
+def test_one_prompt_in_common_with_a_switching_account_vouches_for_nobody() -> None:
+    # an app user newly seen sharing the app's prompt (one prompt's worth) with two switching accounts
+    holdings = {**RECRUITED, "r": [*_prompt("w1", 7), "r-own"]}
+    assert _pairwise(holdings, min_bridge=7, concerted=["s0", "s1"], recruits=["r"]) == []
+    # its two-prompt partner did not switch after a past (a candidate for long): no vouching either
+    assert _pairwise(RECRUITED, min_bridge=7, concerted=["s1"], recruits=["r"]) == []
