@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
 from detector.engine import DetectionEngine, TickOutcome
+from detector.partition import TickPartials
 from detector.report import EventCounts, build_report
 from detector.service import record_outcomes
 from ingest.contract import ValidatedBatch
@@ -48,16 +49,26 @@ class Pipeline:
     batches: int = 0
 
     def process_batch(
-        self, batch: ValidatedBatch, *, dead_letter: DeadLetterSink, watermark: datetime | None = None
+        self,
+        batch: ValidatedBatch,
+        *,
+        dead_letter: DeadLetterSink,
+        watermark: datetime | None = None,
+        partials: list[TickPartials] | None = None,
     ) -> BatchResult:
         """Dead-letter the rejects, run detection on the accepted, persist the outcome.
 
         `watermark`: event time up to which input is complete (see DetectionEngine.ingest).
+        `partials`: the ticks the engine's partition stage already closed for this batch (replay
+        runs that stage a batch ahead, in its reader thread); the ring stage runs them.
         """
         started = time.perf_counter()
         dead_letter.write(batch.rejected)
         duplicates_before = self.engine.duplicates
-        outcomes = self.engine.ingest(batch.accepted, watermark=watermark)
+        if partials is None:
+            outcomes = self.engine.ingest(batch.accepted, watermark=watermark)
+        else:
+            outcomes = self.engine.run(partials)
         written = self._persist(outcomes)
         if self.archive_dir is not None and batch.accepted.height:
             self._archive(batch.accepted)

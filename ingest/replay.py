@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +16,9 @@ from core.errors import InputError
 from core.migrations import upgrade
 from core.settings import Settings
 from detector.engine import DetectionEngine, DetectorConfig
+from detector.partition import TickPartials
 from detector.report import write_report
-from ingest.contract import ACCOUNT_EVENTS
+from ingest.contract import ACCOUNT_EVENTS, ValidatedBatch
 from ingest.dead_letter import FileDeadLetter
 from ingest.pipeline import Pipeline
 from ingest.sources import FileSource, prefetched, rejected_path_for
@@ -71,6 +72,14 @@ def _first_ts(source: FileSource, settings: Settings) -> Any:
     return None
 
 
+def _with_partials(
+    source: FileSource, detection: DetectionEngine, settings: Settings
+) -> Iterator[tuple[ValidatedBatch, list[TickPartials]]]:
+    """Each batch of `source` with the ticks it closes in the engine's partition stage."""
+    for batch in source.batches(batch_size=settings.batch_size, max_bytes=settings.max_record_bytes):
+        yield batch, detection.partition.ingest(batch.accepted)
+
+
 def replay(
     files: Sequence[Path],
     *,
@@ -111,11 +120,11 @@ def replay(
         for src in sources:
             sink = FileDeadLetter(rejected_path_for(src.path))
             try:
-                # the next batch is read and decoded while this one is detected and persisted
-                batches = src.batches(batch_size=settings.batch_size, max_bytes=settings.max_record_bytes)
-                with closing(prefetched(batches)) as ahead:
-                    for batch in ahead:
-                        result = pipeline.process_batch(batch, dead_letter=sink)
+                # the next batch is read, decoded and reduced to tick partials (the per-event stage)
+                # in the reader thread while the ring stage runs this one's ticks and persists them
+                with closing(prefetched(_with_partials(src, detection, settings))) as ahead:
+                    for batch, partials in ahead:
+                        result = pipeline.process_batch(batch, dead_letter=sink, partials=partials)
                         if progress is not None:
                             progress(result.read)
             finally:
