@@ -636,21 +636,27 @@ class DetectionEngine:
         """Re-derive the active accounts' (`index`, a lookup of them) recurring-wrapper links and prompt summaries."""
         active = index.get_column(s.ACCOUNT_ID)
         idx, key, n = self.key_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
+        # keyed by the dense account index (an integer join over every key row of the active
+        # accounts); only the links kept get their account id back
         rows = pl.DataFrame(
             {
-                s.ACCOUNT_ID: self.account_index.ids_of(idx),
+                s.ACCOUNT_ID: pl.Series(idx, dtype=pl.UInt64),
                 cl.TEMPLATE_KEY: pl.Series(key, dtype=pl.UInt64),
                 cl.KEY_COUNT: pl.Series(n, dtype=pl.Int64),
             }
         )
+        per_account = prompt_features.join(index, on=s.ACCOUNT_ID).select(
+            pl.col(ACCOUNT_INDEX).alias(s.ACCOUNT_ID),
+            pl.col(pr.N_PROMPTS).alias("n_prompts"),
+            pl.col(pr.TARGETED_SHARE).fill_null(0.0),
+        )
         targeted = (self.config.min_prompts, self.config.targeted_candidate_share)
         recurring = cl.recurring_template_links(
-            rows.lazy(),
-            prompt_features.lazy().select(
-                s.ACCOUNT_ID, pl.col(pr.N_PROMPTS).alias("n_prompts"), pl.col(pr.TARGETED_SHARE).fill_null(0.0)
-            ),
-            targeted=targeted if self.config.link_keys_used_once else None,
+            rows.lazy(), per_account.lazy(), targeted=targeted if self.config.link_keys_used_once else None
         ).collect(engine=POLARS_ENGINE)
+        recurring = recurring.with_columns(
+            self.account_index.ids_of(recurring.get_column(s.ACCOUNT_ID).to_numpy()).alias(s.ACCOUNT_ID)
+        )
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
         self.value_counts.add(self.template_links.filter(is_active), sign=-1)
         self.value_counts.add(recurring)
