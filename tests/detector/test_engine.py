@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -534,6 +535,25 @@ def test_a_harness_re_running_a_public_dataset_many_ordinary_users_send_is_not_f
     private = _replayed(PUBLIC, pl.concat([HUMANS, harness]))
     assert set(lab) <= set(private.flags)
     assert (_known(private, lab)[1] == 0).all()
+
+
+def test_a_harness_re_running_a_dataset_of_the_public_list_is_not_flagged(tmp_path: Path) -> None:
+    # the lab without fans (flagged under the public rule above), its dataset in the list of public texts
+    dataset = [f"{WRAPPER}: problem {i}" for i in range(60)]
+    listed = tmp_path / "public.jsonl"
+    pl.DataFrame({"text": dataset}).write_ndjson(listed)
+    harness = _accounts_like_the_ring(
+        "bench",
+        n=6,
+        texts=[dataset + dataset, *[dataset] * 5],
+        start=datetime(2026, 5, 1, 3, tzinfo=UTC),
+        every=timedelta(hours=1),
+    )
+    engine = _replayed(replace(PUBLIC, public_texts=listed), pl.concat([HUMANS, harness]))
+    lab = [f"bench{a:02d}" for a in range(6)]
+    assert not set(lab) & set(engine.flags)
+    sent, known = _known(engine, lab)
+    assert (sent == 60 * 6).all() and (known == sent).all()
 
 
 def test_the_public_rule_decides_the_same_whatever_the_batch_boundaries() -> None:
