@@ -40,6 +40,17 @@ class Settings(BaseSettings):
         default=0.9, gt=0.0, le=1.0, description="Combined score in [0, 1] at and above which to flag."
     )
     random_state: int = Field(default=42, description="Seed of the detector models.")
+    public_text_senders: int | None = Field(
+        default=None,
+        ge=1,
+        description="The public known-text rule: texts this many ordinary customers sent are known "
+        "(DetectorConfig.public_text_senders); unset, the re-send rule.",
+    )
+    public_texts: Path | None = Field(
+        default=None,
+        description='JSON lines of public prompt texts ({"text": ...}: benchmark datasets) the detector knows '
+        "as public from the start (DetectorConfig.public_texts).",
+    )
 
     # API
     api_host: str = Field(default="127.0.0.1")

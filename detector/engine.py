@@ -26,12 +26,14 @@ from detector.partition import (
     CAPABILITY_CODES,
     CODE,
     CODE_BITS,
+    CUSTOMER,
     KEY,
     OK,
     POLARS_ENGINE,
     ROW,
     PartitionStage,
     TickPartials,
+    text_keys,
 )
 from detector.rings import (
     LINK_DIMS,
@@ -82,6 +84,7 @@ MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
 
 # the partials' columns (detector/partition.py)
 _CODE, _KEY, _ROW, _OK, _CODE_BITS, _CAPABILITY_CODES = CODE, KEY, ROW, OK, CODE_BITS, CAPABILITY_CODES
+_CUSTOMER = CUSTOMER
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,28 @@ class DetectorConfig:
     # kept. None: off
     known_text_share: float | None = 0.25
     known_text_min: int = 50
+    # texts are remembered this long to 2x this long (TextNovelty's bounded memory): a harness re-runs
+    # its dataset within hours, and the store holds every distinct text of the horizon (~16 bytes each)
+    known_text_horizon: timedelta = timedelta(days=2)
+    # the public rule (TextNovelty min_senders): only texts public_text_senders distinct ordinary
+    # customers other than the account's own sent (organisations count once; ordinary: unflagged,
+    # prompts not mostly capability-targeted, as of the previous tick) are known, and an account is
+    # exempt once public_text_share of its texts (of known_text_min) were. The re-send rule above is
+    # gamed by a harvester that samples each question twice (pass@k) or re-sends a quarter of its
+    # texts, and by ring members sending each other's questions; none of those make a text public (a
+    # ring's members are targeted accounts): a harvester must pad its traffic with public texts, a
+    # quarter of its distinct texts. Not one half: replayed on seeds 7 and 8 with public_texts, a lab
+    # whose first run was a harness variant of a dataset (a suffix the list lacks) stayed between
+    # 0.33 and 0.5 for hours and was flagged. Without a public_texts list (a replay starts empty),
+    # the simulated labs' datasets are sent by no one else: replayed, they were flagged as before
+    # the known-text rule (seeds 7, 8: 100% of researchers, 0.158% / 0.181% released). None: the
+    # re-send rule
+    public_text_senders: int | None = None
+    public_text_share: float = 0.25
+    # JSON lines of texts known public from the start (public benchmark datasets, {"text": ...}):
+    # a replay starts with no history, where a platform knows the public benchmarks' items (and
+    # other labs' runs of them); a harvester's wrapped questions never match one exactly
+    public_texts: Path | None = None
     # a wrapper key's popularity counts every account that used it, not only those reusing it
     # (`DetectionEngine._with_key_holders`). Off: replayed on 12 seeds it removed the app users'
     # released false alarms (505: 3 -> 0, 808: 3 -> 0, 1202 ...) but cut the evasive rings' recall
@@ -330,7 +355,13 @@ class DetectionEngine:
         # the ticks each account was active in lately (by account index): its synchrony with others
         self.activity = ActivityWindows()
         # which texts the platform answered before, and how many of each account's texts were known
-        self.novelty = TextNovelty()
+        self.novelty = TextNovelty(
+            horizon=max(1, config.known_text_horizon // self._step), min_senders=config.public_text_senders
+        )
+        # dense ids of customers (an organisation, or an account without one) for the public rule
+        self.customer_index = AccountIndex()
+        if config.public_texts is not None:
+            self.novelty.preload(fold_key(text_keys(pl.read_ndjson(config.public_texts).get_column("text"))))
         # the accounts `_known_texts` finds re-running a dataset, as of the last texts noted
         self._reruns: pl.Series | None = None
         self.template_links = pl.DataFrame(schema=v.DISTINCT_STATE_SCHEMA)
@@ -511,15 +542,49 @@ class DetectionEngine:
             return
         self._reruns = None
         rows = texts.join(index, on=s.ACCOUNT_ID)
+        customer = ordinary = None
+        if self.config.public_text_senders is not None:
+            # an organisation's accounts are one customer; an account without one is its own
+            rows = rows.with_columns(
+                pl.coalesce(pl.lit("o:") + pl.col(_CUSTOMER), pl.lit("a:") + pl.col(s.ACCOUNT_ID)).alias(_CUSTOMER)
+            )
+            customers = self.customer_index.lookup(rows.get_column(_CUSTOMER)).rename({s.ACCOUNT_ID: _CUSTOMER})
+            rows = rows.join(customers, on=_CUSTOMER, suffix="_c")
+            customer = rows.get_column(f"{ACCOUNT_INDEX}_c").to_numpy()
+            ordinary = self._ordinary(rows.get_column(s.ACCOUNT_ID))
+        assert self.last_tick is not None
         self.novelty.add(
             rows.get_column(ACCOUNT_INDEX).to_numpy(),
             fold_key(rows.get_column(_KEY).to_numpy()),
             rows.get_column(_OK).to_numpy(),
+            tick=self._tick_no(self.last_tick),
+            customer=customer,
+            ordinary=ordinary,
         )
+
+    def _ordinary(self, accounts: pl.Series) -> np.ndarray:
+        """Per account of `accounts`: may it vouch that a text is public (unflagged, prompts not mostly targeted)?
+
+        As of the previous tick's prompt summary: a ring candidate by its prompts (a harvester, or a
+        ring member sending another's question) or a flagged account never makes a text public, nor
+        does an account with too few prompts to tell (a fresh account of a new ring).
+        """
+        summary = (
+            pl.DataFrame({s.ACCOUNT_ID: accounts})
+            .join(self.prompt_summary, on=s.ACCOUNT_ID, how="left", maintain_order="left")
+            .select(
+                (pl.col(pr.N_PROMPTS).fill_null(0) >= self.config.min_prompts)
+                & (pl.col(pr.TARGETED_SHARE).fill_null(1.0) < self.config.targeted_candidate_share)
+                & ~pl.col(s.ACCOUNT_ID).is_in(pl.Series(list(self.flags), dtype=pl.String).implode())
+            )
+        )
+        return summary.to_series().fill_null(False).to_numpy()
 
     def _known_texts(self, accounts: pl.Series) -> np.ndarray:
         """Per account of `accounts`: does it mostly re-send texts the platform answered before (a dataset re-run)?"""
         share = self.config.known_text_share
+        if share is not None and self.config.public_text_senders is not None:
+            share = self.config.public_text_share
         if share is None or accounts.len() == 0:
             return np.zeros(accounts.len(), dtype=bool)
         if self._reruns is None:

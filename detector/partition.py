@@ -41,11 +41,25 @@ TICK = "_tick"
 ROW = "_row"
 # how often an account's text was answered successfully in a tick (TextNovelty)
 OK = "_ok"
+# the customer a text's sender belongs to: its organisation, else the account itself (TextNovelty's public rule)
+CUSTOMER = "_customer"
 CODE_BITS = 3
 CAPABILITY_CODES = pl.DataFrame(
     {pr.CAPABILITY: list(pr.CAPABILITIES), CODE: pl.Series(range(len(pr.CAPABILITIES)), dtype=pl.UInt64)}
 )
 assert len(pr.CAPABILITIES) <= 1 << CODE_BITS and KEY_BITS > 2 * CODE_BITS
+
+
+def _text_key(text: pl.Expr) -> pl.Expr:
+    """A prompt text's 64-bit hash (TextNovelty keys: `fold_key` of it)."""
+    return text.hash(seed=29)
+
+
+def text_keys(texts: pl.Series) -> np.ndarray:
+    """`_text_key` of each of `texts`, as the partials hash a tick's prompts."""
+    return pl.select(_text_key(pl.lit(texts))).to_series().to_numpy()
+
+
 _FRAMES = ("volume", "distinct", "templates", "keys", "texts", "prompts")
 
 
@@ -63,7 +77,7 @@ class TickPartials:
     templates: pl.DataFrame
     # (account_id, _KEY: wrapper key, key_count, _ROW: the first sampled prompt using it)
     keys: pl.DataFrame
-    # (account_id, _KEY: the text's hash, _OK: answered successfully) of each distinct text
+    # (account_id, _KEY: the text's hash, _OK: answered successfully, _CUSTOMER: its org) per distinct text
     texts: pl.DataFrame
     # (ts, event_id, prompt) of the tick's sampled prompts in event order: keys' _ROW points here
     prompts: pl.DataFrame
@@ -251,8 +265,12 @@ class PartitionStage:
         keys = cl.template_key_counts(fp, group_by=by, first_row=ROW)
         texts = (
             lf.filter(pl.col(s.PROMPT).is_not_null())
-            .group_by(*by, pl.col(s.PROMPT).hash(seed=29).alias(KEY))
-            .agg((pl.col(s.STATUS).fill_null(200) < 400).sum().cast(pl.Int64).alias(OK))
+            .group_by(*by, _text_key(pl.col(s.PROMPT)).alias(KEY))
+            .agg(
+                (pl.col(s.STATUS).fill_null(200) < 400).sum().cast(pl.Int64).alias(OK),
+                # the sender's organisation (the lowest id seen, whatever the order; see _note_texts)
+                pl.col(s.ORG_ID).min().alias(CUSTOMER),
+            )
         )
         # the fingerprinting is one shared subplan of these queries (collect_all caches it), so the
         # prompt texts and the rows the key counts point at come from the same evaluation

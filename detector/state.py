@@ -308,31 +308,94 @@ class KeyExamples(Mapping[int, str]):
         self.sorted_keys, self.texts = self.sorted_keys[mask], self.texts[mask]
 
 
+class _Horizon:
+    """Generations of `KeyCounts` holding the last `period` to 2 x `period` ticks: bounded memory, by tick ordinal.
+
+    Ticks run in order whatever the batching, so which generation a tick writes to (its ordinal //
+    `period`) and when the oldest is dropped are the same for every batching of one stream.
+    """
+
+    def __init__(self, period: int) -> None:
+        self.period = max(1, period)
+        self._at: int | None = None
+        # oldest first: at most two, the current generation last
+        self.gens: list[KeyCounts] = []
+
+    def at(self, tick: int) -> KeyCounts:
+        """The generation tick ordinal `tick` writes to, dropping those older than the previous one."""
+        gen = tick // self.period
+        if self._at is None or gen > self._at:
+            keep = [self.gens[-1]] if self._at == gen - 1 and self.gens else []
+            self.gens, self._at = [*keep, KeyCounts()], gen
+        return self.gens[-1]
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.gens)
+
+
 class TextNovelty:
     """Which prompt texts the platform answered before, and per account how many of its texts were known.
 
     A benchmark harness re-runs a fixed dataset of public prompts (a run a few hours later, another
     model, pass@k samples of each item); a harvester wants answers it does not have, so its texts
-    (fresh questions in its wrappers) are new to the platform. Per tick, each account's distinct texts
-    are looked up among every text sent in earlier ticks by anyone (the account itself included); a
-    text answered successfully twice or more within the tick (pass@k; a retry follows a failure) is
-    known too. Texts are KEY_BITS-bit hashes (`fold_key`): with a million texts, a new one is taken
-    for known with odds of ~1e-5. Per account (dense index): texts sent (distinct per tick) and known.
+    (fresh questions in its wrappers) are new to the platform. Texts are KEY_BITS-bit hashes
+    (`fold_key`): with a million texts, a new one is taken for known with odds of ~1e-5. Memory is
+    bounded: texts are remembered for `horizon` to 2 x `horizon` ticks (`_Horizon`). Per account
+    (dense index): texts sent (distinct per tick) and known. Which texts are known:
+
+    * `min_senders` None (the re-send rule): texts sent in earlier ticks by anyone (the account itself
+      included), or answered successfully twice or more within the tick (pass@k; a retry follows a
+      failure). Gamed by a harvester that samples each question twice or re-sends a quarter of them.
+    * `min_senders` k (the public rule): texts at least k distinct ordinary customers other than the
+      account's own sent (in this tick or within the horizon). A customer is an organisation (its
+      accounts count once) or an account without one; ordinary senders are the caller's choice (the
+      engine: unflagged accounts whose prompts do not mostly target capabilities), so neither an
+      account's own re-sends, nor pass@k, nor a ring of harvesters sending each other's questions
+      make a text public: only many ordinary customers do (a public benchmark's items).
     """
 
-    def __init__(self) -> None:
-        self._seen = KeyTally()
+    def __init__(self, horizon: int = 1 << 40, min_senders: int | None = None) -> None:
+        self.min_senders = min_senders
+        # the re-send rule: texts seen (account slot 0); the public rule: (customer, text) pairs of ordinary senders
+        self._texts = _Horizon(horizon)
+        # the public rule: per generation, how many ordinary customers sent each text (account slot 0)
+        self._senders = _Horizon(horizon)
         self._sent = np.zeros(0, dtype=np.int64)
         self._known = np.zeros(0, dtype=np.int64)
+        # texts known public from the start (sorted KEY_BITS keys): never forgotten, a few thousand
+        self._public = np.zeros(0, dtype=np.uint64)
 
-    def add(self, idx: np.ndarray, key: np.ndarray, n_ok: np.ndarray) -> None:
-        """One tick's distinct (account index, text key) pairs, with how often each was answered successfully."""
+    def preload(self, key: np.ndarray) -> None:
+        """Texts known public from the start (KEY_BITS keys: public benchmark datasets): known to every account."""
+        self._public = np.union1d(self._public, key.astype(np.uint64))
+
+    def __len__(self) -> int:
+        """Rows held (bounded by the horizon)."""
+        return len(self._texts) + len(self._senders)
+
+    def add(
+        self,
+        idx: np.ndarray,
+        key: np.ndarray,
+        n_ok: np.ndarray,
+        *,
+        tick: int = 0,
+        customer: np.ndarray | None = None,
+        ordinary: np.ndarray | None = None,
+    ) -> None:
+        """One tick's distinct (account index, text key) pairs, with how often each was answered successfully.
+
+        The public rule also takes each row's customer (dense index) and whether its sender is ordinary.
+        """
         if key.size == 0:
             return
-        idx = idx.astype(np.int64)
-        known = (self._seen.counts_of(key) > 0) | (n_ok >= 2)
-        # once per text of the tick, whoever sent it
-        self._seen.add(np.unique(key.astype(np.uint64)))
+        idx, key = idx.astype(np.int64), key.astype(np.uint64)
+        if self.min_senders is None:
+            known = self._seen_before(key, tick) | (n_ok >= 2)
+        else:
+            assert customer is not None and ordinary is not None
+            known = self._public_now(key, tick, customer.astype(np.uint64), ordinary.astype(bool))
+        known |= np.isin(key, self._public)
         n = int(idx.max()) + 1
         if n > self._sent.size:
             size = max(n, 2 * self._sent.size, 1024)
@@ -340,6 +403,33 @@ class TextNovelty:
             self._known = np.concatenate([self._known, np.zeros(size - self._known.size, dtype=np.int64)])
         self._sent += np.bincount(idx, minlength=self._sent.size)
         self._known += np.bincount(idx, weights=known, minlength=self._known.size).astype(np.int64)
+
+    def _seen_before(self, key: np.ndarray, tick: int) -> np.ndarray:
+        """The re-send rule: was each text sent in an earlier tick of the horizon (then note the tick's texts)."""
+        current = self._texts.at(tick)
+        zero = np.zeros(key.size, dtype=np.uint64)
+        seen = np.zeros(key.size, dtype=bool)
+        for gen in self._texts.gens:
+            seen |= gen.counts_of(zero, key) > 0
+        # once per text of the tick, whoever sent it
+        uniq = np.unique(key)
+        current.add(np.zeros(uniq.size, dtype=np.uint64), uniq, np.ones(uniq.size, dtype=np.int64))
+        return seen
+
+    def _public_now(self, key: np.ndarray, tick: int, customer: np.ndarray, ordinary: np.ndarray) -> np.ndarray:
+        """The public rule: did min_senders ordinary customers besides the row's own send each text (this tick too)?"""
+        pairs, tally = self._texts.at(tick), self._senders.at(tick)
+        # this tick's ordinary (customer, text) pairs first: the senders of one tick vouch for each other's texts
+        fresh = pairs.add_new(customer[ordinary], key[ordinary], np.ones(int(ordinary.sum()), dtype=np.int64))
+        tally.add(np.zeros(fresh.size, dtype=np.uint64), fresh, np.ones(fresh.size, dtype=np.int64))
+        zero = np.zeros(key.size, dtype=np.uint64)
+        others = np.zeros(key.size, dtype=np.int64)
+        # a customer counted in two generations would count twice: each generation's count stands alone
+        for p, t in zip(self._texts.gens, self._senders.gens, strict=True):
+            own = (p.counts_of(customer, key) > 0).astype(np.int64)
+            others = np.maximum(others, t.counts_of(zero, key) - own)
+        assert self.min_senders is not None
+        return others >= self.min_senders
 
     def of(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(texts sent, texts known) of accounts `idx` (0, 0 for accounts never seen)."""

@@ -36,6 +36,8 @@ def detector_config(settings: Settings) -> DetectorConfig:
         contamination=settings.contamination,
         flag_threshold=settings.flag_threshold,
         random_state=settings.random_state,
+        public_text_senders=settings.public_text_senders,
+        public_texts=settings.public_texts,
         model_path=settings.data_dir / "models" / "account_ensemble.pkl",
     )
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -359,14 +362,20 @@ def test_scoring_leaves_a_ring_members_action_when_its_solo_evidence_fades() -> 
 
 
 def _accounts_like_the_ring(
-    prefix: str, *, n: int, texts: list[list[str]], start: datetime, every: timedelta, spacing: int = 4
+    prefix: str,
+    *,
+    n: int,
+    texts: list[list[str]] | Callable[[int], list[list[str]]],
+    start: datetime,
+    every: timedelta,
+    spacing: int = 4,
 ) -> pl.DataFrame:
-    """`n` accounts on the planted ring's network and client, each sending `texts[k]` from start + k * every on,
-    one every `spacing` seconds."""
+    """`n` accounts on the planted ring's network and client, each sending `texts[k]` (account a's: `texts(a)[k]`)
+    from start + k * every on, one every `spacing` seconds."""
     rng = np.random.default_rng(7)
     rows = []
     for a in range(n):
-        for k, burst in enumerate(texts):
+        for k, burst in enumerate(texts(a) if callable(texts) else texts):
             t0 = start + k * every + timedelta(seconds=11 * a)
             for j, text in enumerate(burst):
                 rows.append(
@@ -417,6 +426,159 @@ def test_accounts_re_running_a_dataset_of_known_texts_are_not_flagged() -> None:
     assert CONFIG.known_text_share is not None
     # (a few of its 1,800 random problem numbers repeat: well below the share that marks a re-run)
     assert (sent >= 140).all() and (known < 0.5 * CONFIG.known_text_share * sent).all()
+
+
+WRAPPER = "Think step by step and show all of your reasoning before the final answer"
+# the re-send rule (known: answered before by anyone, or twice in a tick) and the public rule (known:
+# sent by 5 ordinary customers besides the account's own)
+RESEND, PUBLIC = replace(CONFIG, public_text_senders=None), replace(CONFIG, public_text_senders=5)
+HUMANS = EVENTS.filter(~pl.col(s.ACCOUNT_ID).str.starts_with("ring"))
+
+
+def _replayed(config: DetectorConfig, events: pl.DataFrame) -> DetectionEngine:
+    engine = DetectionEngine(config)
+    engine.ingest(events.sort(s.TS))
+    engine.flush()
+    return engine
+
+
+def _known(engine: DetectionEngine, accounts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(texts sent, texts known) of `accounts`."""
+    return engine.novelty.of(engine.account_index.lookup(pl.Series(accounts)).get_column("account_idx").to_numpy())
+
+
+def _evasion(mode: str, n: int) -> Callable[[int], list[list[str]]]:
+    """Six hourly bursts of 60 fresh questions per account, re-sent so the re-send rule counts them known."""
+
+    def fresh(a: int, k: int, m: int = 60) -> list[str]:
+        return [f"{WRAPPER}: problem {a}-{k}-{i}" for i in range(m)]
+
+    def bursts(a: int) -> list[list[str]]:
+        if mode == "pass@2":  # every question sampled twice
+            return [[q for q in fresh(a, k) for _ in range(2)] for k in range(6)]
+        if mode == "a quarter re-sent":  # 20 of every 60 questions sent again (a quarter of its requests)
+            return [fresh(a, k) + fresh(a, k)[:20] for k in range(6)]
+        # ring mates: 15 of each burst's 60 are the questions the next member asked an hour before
+        first = fresh(a, 0) + fresh(a, 0)[:20]
+        return [first, *[fresh(a, k, 45) + fresh((a + 1) % n, k - 1, 45)[:15] for k in range(1, 6)]]
+
+    return bursts
+
+
+@pytest.mark.parametrize("mode", ["pass@2", "a quarter re-sent", "ring mates"])
+def test_a_ring_re_sending_its_own_or_its_mates_questions_is_still_flagged(mode: str) -> None:
+    # six harvesters on the planted ring's network and client asking fresh questions in its wrapper,
+    # re-sent so that the re-send rule takes them for a harness re-running a dataset (the evasion)
+    ring = [f"evade{a:02d}" for a in range(6)]
+    evaders = _accounts_like_the_ring(
+        "evade", n=6, texts=_evasion(mode, 6), start=datetime(2026, 5, 1, 3, tzinfo=UTC), every=timedelta(hours=1)
+    )
+    events = pl.concat([HUMANS, evaders])
+    resend = _replayed(RESEND, events)
+    assert not set(ring) & set(resend.flags)
+    sent, known = _known(resend, ring)
+    assert CONFIG.known_text_share is not None and (known >= CONFIG.known_text_share * sent).all()
+    # none of their texts is public: neither their own re-sends nor their mates' (harvesters, not ordinary)
+    public = _replayed(PUBLIC, events)
+    sent, known = _known(public, ring)
+    assert (sent >= 300).all() and (known == 0).all()
+    assert set(ring) <= set(public.flags)
+    assert all(public.flags[a].ring_id is not None for a in ring)
+
+
+def _fans(n: int, dataset: list[str]) -> pl.DataFrame:
+    """`n` ordinary users on their own networks: 20 chats in the first hour, then 9 items of `dataset` each
+    (each item sent by 6 of them when n = 40), from 01:00."""
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    rows = []
+    for u in range(n):
+        chats = [f"tell me about {w} for my {u}" for w in ("garden", "river", "budget", "poem", "recipe") * 4]
+        items = [dataset[(u * 9 + j) % len(dataset)] for j in range(9)]
+        times = [start + timedelta(minutes=3 * i, seconds=u) for i in range(20)]
+        times += [start + timedelta(hours=1, minutes=10 * j, seconds=u) for j in range(9)]
+        for i, (t, text) in enumerate(zip(times, chats + items, strict=True)):
+            rows.append(
+                {
+                    s.EVENT_ID: f"fan{u}-{i}",
+                    s.TS: t,
+                    s.ACCOUNT_ID: f"fan{u:03d}",
+                    s.IP: f"192.0.{u}.{10 + u % 200}",
+                    s.USER_AGENT: "Mozilla/5.0",
+                    s.MODEL: "m-large",
+                    s.ENDPOINT: "/v1/messages",
+                    s.PROMPT_TOKENS: 40,
+                    s.COMPLETION_TOKENS: 300,
+                    s.STATUS: 200,
+                    s.PROMPT: text,
+                }
+            )
+    return _as_events(pl.DataFrame(rows))
+
+
+def test_a_harness_re_running_a_public_dataset_many_ordinary_users_send_is_not_flagged() -> None:
+    # the benchmark lab of the test above, on one network and client, but its dataset is public:
+    # 40 ordinary users (each on its own network) sent its items too, each item 6 of them
+    dataset = [f"{WRAPPER}: problem {i}" for i in range(60)]
+    lab = [f"bench{a:02d}" for a in range(6)]
+    harness = _accounts_like_the_ring(
+        "bench",
+        n=6,
+        texts=[dataset + dataset, *[dataset] * 5],
+        start=datetime(2026, 5, 1, 3, tzinfo=UTC),
+        every=timedelta(hours=1),
+    )
+    public = _replayed(PUBLIC, pl.concat([HUMANS, _fans(40, dataset), harness]))
+    assert not set(lab) & set(public.flags)
+    sent, known = _known(public, lab)
+    assert (sent == 60 * 6).all() and (known == sent).all()
+    # without the fans the lab earns nothing by its own re-runs (its accounts are one network, a ring)
+    private = _replayed(PUBLIC, pl.concat([HUMANS, harness]))
+    assert set(lab) <= set(private.flags)
+    assert (_known(private, lab)[1] == 0).all()
+
+
+def test_a_harness_re_running_a_dataset_of_the_public_list_is_not_flagged(tmp_path: Path) -> None:
+    # the lab without fans (flagged under the public rule above), its dataset in the list of public texts
+    dataset = [f"{WRAPPER}: problem {i}" for i in range(60)]
+    listed = tmp_path / "public.jsonl"
+    pl.DataFrame({"text": dataset}).write_ndjson(listed)
+    harness = _accounts_like_the_ring(
+        "bench",
+        n=6,
+        texts=[dataset + dataset, *[dataset] * 5],
+        start=datetime(2026, 5, 1, 3, tzinfo=UTC),
+        every=timedelta(hours=1),
+    )
+    engine = _replayed(replace(PUBLIC, public_texts=listed), pl.concat([HUMANS, harness]))
+    lab = [f"bench{a:02d}" for a in range(6)]
+    assert not set(lab) & set(engine.flags)
+    sent, known = _known(engine, lab)
+    assert (sent == 60 * 6).all() and (known == sent).all()
+
+
+def test_the_public_rule_decides_the_same_whatever_the_batch_boundaries() -> None:
+    # a three-hour horizon: the texts' generations turn over during the stream (the fans' items of
+    # 01:00-02:30 are public to the lab's runs of 03:00-05:00, forgotten by its run of 06:00)
+    config = replace(PUBLIC, known_text_horizon=timedelta(hours=3))
+    dataset = [f"{WRAPPER}: problem {i}" for i in range(60)]
+    harness = _accounts_like_the_ring(
+        "bench",
+        n=6,
+        texts=[dataset, *[dataset] * 3],
+        start=datetime(2026, 5, 1, 3, tzinfo=UTC),
+        every=timedelta(hours=1),
+    )
+    events = pl.concat([EVENTS, _fans(40, dataset), harness]).sort(s.TS)
+    one = _replayed(config, events)
+    batched = DetectionEngine(config)
+    for lo, hi in itertools.pairwise([0, 1_000, events.height // 2, events.height - 7, events.height]):
+        batched.ingest(events.slice(lo, hi - lo))
+    batched.flush()
+    assert flags_of(batched) == flags_of(one)
+    accounts = sorted(set(events.get_column(s.ACCOUNT_ID).to_list()))
+    assert all((x == y).all() for x, y in zip(_known(one, accounts), _known(batched, accounts), strict=True))
+    sent, known = _known(one, [f"bench{a:02d}" for a in range(6)])
+    assert (sent == 4 * 60).all() and (known == 3 * 60).all()
 
 
 def test_an_anomalous_account_with_few_targeted_prompts_is_no_ring_member() -> None:

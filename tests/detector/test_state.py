@@ -131,3 +131,59 @@ def test_row_tally_counts_like_a_dict_of_rows_added_and_removed(ticks: Rows) -> 
     got = tally.counts_of(probe)
     want = [expected.get((d, val), 0) if val is not None else 0 for d, val in probe.iter_rows()]
     assert got.tolist() == want
+
+
+def test_text_novelty_forgets_texts_past_its_horizon_by_tick() -> None:
+    from detector.state import TextNovelty
+
+    novelty = TextNovelty(horizon=4)
+    one = np.array([1], dtype=np.uint64)
+    novelty.add(np.array([0]), one, np.array([1]), tick=1)
+    # ticks 4-7 are the next generation: text 1 of tick 1 is still remembered
+    novelty.add(np.array([1]), one, np.array([1]), tick=7)
+    # ticks 8-11 keep ticks 4-7 (tick 7's sending of text 1) but no longer tick 1's
+    novelty.add(np.array([2]), one, np.array([1]), tick=8)
+    # ticks 16-19 keep ticks 12-15 (none): tick 8's sending is forgotten
+    novelty.add(np.array([3]), one, np.array([1]), tick=16)
+    assert novelty.of(np.array([0, 1, 2, 3]))[1].tolist() == [0, 1, 1, 0]
+    assert len(novelty) == 1  # the generation of tick 16 only: the older ones were dropped
+
+
+def test_public_texts_are_those_many_ordinary_customers_sent_not_re_sends() -> None:
+    from detector.state import TextNovelty
+
+    novelty = TextNovelty(min_senders=3)
+    ok2, text = np.array([2]), np.array([7], dtype=np.uint64)
+
+    def send(account: int, customer: int, ordinary: bool, tick: int, n_ok: np.ndarray = ok2) -> None:
+        who = {"customer": np.array([customer]), "ordinary": np.array([ordinary])}
+        novelty.add(np.array([account]), text, n_ok, tick=tick, **who)
+
+    # account 0 answered twice (pass@k) in tick 0 and re-sending it in tick 1: never public to itself
+    send(0, 0, True, 0)
+    send(0, 0, True, 1)
+    # a ring of harvesters (not ordinary) sending it once each makes it no more public
+    for a in range(10, 20):
+        send(a, a, False, 2)
+    # two accounts of one organisation count once
+    send(1, 1, True, 3)
+    send(2, 1, True, 3)
+    assert novelty.of(np.array([0, 1, 2, 10, 19]))[1].tolist() == [0, 0, 0, 0, 0]
+    # a third ordinary customer: public to every sender but for themselves (the other two customers)
+    send(3, 3, True, 4)
+    send(4, 4, False, 5)  # a fourth account: three ordinary customers besides its own
+    send(0, 0, True, 5)  # account 0: customers 1 and 3 besides its own (0)
+    assert novelty.of(np.array([0, 3, 4]))[1].tolist() == [0, 0, 1]
+    send(5, 5, True, 6)
+    send(0, 0, True, 6)
+    assert novelty.of(np.array([0, 5]))[1].tolist() == [1, 1]
+
+
+def test_texts_preloaded_as_public_are_known_to_everyone_under_either_rule() -> None:
+    from detector.state import TextNovelty
+
+    for novelty in (TextNovelty(), TextNovelty(min_senders=3)):
+        novelty.preload(np.array([5, 7], dtype=np.uint64))
+        who = {"customer": np.array([0, 0]), "ordinary": np.array([False, False])}
+        novelty.add(np.array([0, 0]), np.array([7, 8], dtype=np.uint64), np.array([1, 1]), tick=0, **who)
+        assert [x.tolist() for x in novelty.of(np.array([0]))] == [[2], [1]]
