@@ -14,18 +14,19 @@ retries with exponential back-off, committing nothing meanwhile. One worker per 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import polars as pl
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -49,7 +50,7 @@ from detector.publisher import (
     tick_decisions,
 )
 from detector.report import EventCounts, write_report
-from ingest.contract import EVENTS, ValidatedBatch, decode_records
+from ingest.contract import EVENTS, LazyPositions, ValidatedBatch, decode_records
 from ingest.kafka_io import KafkaDeadLetter, parse_position, position, producer_config, servers
 from ingest.metrics import MetricsServer, StreamMetrics
 from ingest.pipeline import Pipeline
@@ -151,23 +152,9 @@ class StreamPipeline(Pipeline):
         self.pending = []
 
 
-class _Positions(Sequence[str]):
-    """`topic/partition@offset` of each record, made only for those asked (the rejected ones)."""
-
-    def __init__(self, topic: str, partition: int, records: list[Any]) -> None:
-        self.topic, self.partition, self.records = topic, partition, records
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [position(self.topic, self.partition, r.offset) for r in self.records[i]]
-        return position(self.topic, self.partition, self.records[i].offset)
+def _record_position(topic: str, partition: int, records: list[Any], j: int) -> str:
+    """`topic/partition@offset` of the j-th record of a partition's polled records."""
+    return position(topic, partition, records[j].offset)
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
@@ -574,12 +561,11 @@ class StreamWorker:
             self._batch_records[tp.partition] = recs
             p = tp.partition
             values = [r.value if r.value is not None else b"" for r in recs]
-            positions = _Positions(topic, p, recs)
             batch = decode_records(
                 values,
                 kind=EVENTS,
                 source=f"{topic}/{p}",
-                positions=positions,
+                positions=LazyPositions(len(recs), functools.partial(_record_position, topic, p, recs)),
                 max_bytes=self.settings.max_record_bytes,
             )
             batches.append(batch)

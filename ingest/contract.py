@@ -8,9 +8,9 @@ Polars over the whole batch. Every rejected record keeps its raw text and a reas
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import orjson
@@ -150,6 +150,31 @@ def _tname(value: object) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", float: "number", int: "integer"}.get(
         type(value), type(value).__name__
     )
+
+
+class LazyPositions(Sequence[str]):
+    """Where each record of a batch came from (file:line, topic/partition@offset), made only when read.
+
+    `decode_records` reads only the rejected records' positions: formatting one per record would
+    be a Python call per event.
+    """
+
+    def __init__(self, n: int, where: Callable[[int], str]) -> None:
+        self._n, self._where = n, where
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self._where(j) for j in range(self._n)[i]]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._where(i % self._n)
 
 
 def decode_records(

@@ -5,17 +5,17 @@ from __future__ import annotations
 import gzip
 import queue
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from itertools import compress, repeat
 from pathlib import Path
-from typing import IO, Any, TypeVar, overload
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import polars as pl
 
 from core.errors import InputError
-from ingest.contract import EVENTS, RecordKind, ValidatedBatch, decode_records, validate_frame
+from ingest.contract import EVENTS, LazyPositions, RecordKind, ValidatedBatch, decode_records, validate_frame
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 T = TypeVar("T")
@@ -86,11 +86,12 @@ class FileSource:
         """Decode the first `n` pending lines, taking their line numbers off the front of `numbers`."""
         pending = np.concatenate(numbers)
         numbers[:] = [pending[n:]]
+        name, at = str(self.path), pending[:n]
         return decode_records(
             lines,
             kind=self.kind,
             source=str(self.path),
-            positions=LinePositions(str(self.path), pending[:n]),
+            positions=LazyPositions(n, lambda j: f"{name}:{int(at[j])}"),
             max_bytes=max_bytes,
         )
 
@@ -107,25 +108,6 @@ class FileSource:
                 (pl.lit(f"{name}#row") + (pl.int_range(pl.len()) + offset).cast(pl.String)).alias("source")
             )
             yield validate_frame(frame, kind=self.kind, source=name)
-
-
-class LinePositions(Sequence[str]):
-    """`file:line` of each record of a batch, formatted only when read (only rejects' are)."""
-
-    def __init__(self, name: str, numbers: np.ndarray) -> None:
-        self._name, self._numbers = name, numbers
-
-    def __len__(self) -> int:
-        return int(self._numbers.size)
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [f"{self._name}:{n}" for n in self._numbers[i].tolist()]
-        return f"{self._name}:{int(self._numbers[i])}"
 
 
 def prefetched(batches: Iterator[T], *, depth: int = 1) -> Generator[T, None, None]:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from core.errors import InputError
-from ingest.contract import SOURCE
+from ingest.contract import SOURCE, LazyPositions
 from ingest.sources import FileSource, prefetched
 
 GOOD = {
@@ -100,3 +100,18 @@ def test_prefetched_stops_and_closes_its_source_when_the_caller_stops() -> None:
     assert [next(batches), next(batches)] == [0, 1]
     batches.close()  # the caller stops early: the reader thread must not hang on a full queue
     assert closed == [True]
+
+
+def test_lazy_positions_format_only_what_is_read() -> None:
+    asked: list[int] = []
+
+    def where(j: int) -> str:
+        asked.append(j)
+        return f"f:{j + 1}"
+
+    positions = LazyPositions(5, where)
+    assert len(positions) == 5 and asked == []
+    assert positions[3] == "f:4" and positions[-1] == "f:5" and positions[1:3] == ["f:2", "f:3"]
+    assert asked == [3, 4, 1, 2]
+    with pytest.raises(IndexError):
+        positions[5]
