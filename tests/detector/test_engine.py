@@ -361,6 +361,25 @@ def test_scoring_leaves_a_ring_members_action_when_its_solo_evidence_fades() -> 
     assert (flag.solo, flag.active, flag.ring_id, flag.action) == (False, True, "ring-1", "block")
 
 
+def _request(
+    event_id: str, ts: datetime, account: str, text: str, *, ip: str, user_agent: str, tokens: tuple[int, int]
+) -> dict[str, object]:
+    """One successful request row (prompt and completion `tokens`) to the large model."""
+    return {
+        s.EVENT_ID: event_id,
+        s.TS: ts,
+        s.ACCOUNT_ID: account,
+        s.IP: ip,
+        s.USER_AGENT: user_agent,
+        s.MODEL: "m-large",
+        s.ENDPOINT: "/v1/messages",
+        s.PROMPT_TOKENS: tokens[0],
+        s.COMPLETION_TOKENS: tokens[1],
+        s.STATUS: 200,
+        s.PROMPT: text,
+    }
+
+
 def _accounts_like_the_ring(
     prefix: str,
     *,
@@ -379,19 +398,15 @@ def _accounts_like_the_ring(
             t0 = start + k * every + timedelta(seconds=11 * a)
             for j, text in enumerate(burst):
                 rows.append(
-                    {
-                        s.EVENT_ID: f"{prefix}{a}-{k}-{j}",
-                        s.TS: t0 + timedelta(seconds=spacing * j),
-                        s.ACCOUNT_ID: f"{prefix}{a:02d}",
-                        s.IP: f"203.0.113.{int(rng.integers(1, 250))}",
-                        s.USER_AGENT: "harvester/1.0",
-                        s.MODEL: "m-large",
-                        s.ENDPOINT: "/v1/messages",
-                        s.PROMPT_TOKENS: 60,
-                        s.COMPLETION_TOKENS: 2000,
-                        s.STATUS: 200,
-                        s.PROMPT: text,
-                    }
+                    _request(
+                        f"{prefix}{a}-{k}-{j}",
+                        t0 + timedelta(seconds=spacing * j),
+                        f"{prefix}{a:02d}",
+                        text,
+                        ip=f"203.0.113.{int(rng.integers(1, 250))}",
+                        user_agent="harvester/1.0",
+                        tokens=(60, 2000),
+                    )
                 )
     return _as_events(pl.DataFrame(rows))
 
@@ -498,19 +513,15 @@ def _fans(n: int, dataset: list[str]) -> pl.DataFrame:
         times += [start + timedelta(hours=1, minutes=10 * j, seconds=u) for j in range(9)]
         for i, (t, text) in enumerate(zip(times, chats + items, strict=True)):
             rows.append(
-                {
-                    s.EVENT_ID: f"fan{u}-{i}",
-                    s.TS: t,
-                    s.ACCOUNT_ID: f"fan{u:03d}",
-                    s.IP: f"192.0.{u}.{10 + u % 200}",
-                    s.USER_AGENT: "Mozilla/5.0",
-                    s.MODEL: "m-large",
-                    s.ENDPOINT: "/v1/messages",
-                    s.PROMPT_TOKENS: 40,
-                    s.COMPLETION_TOKENS: 300,
-                    s.STATUS: 200,
-                    s.PROMPT: text,
-                }
+                _request(
+                    f"fan{u}-{i}",
+                    t,
+                    f"fan{u:03d}",
+                    text,
+                    ip=f"192.0.{u}.{10 + u % 200}",
+                    user_agent="Mozilla/5.0",
+                    tokens=(40, 300),
+                )
             )
     return _as_events(pl.DataFrame(rows))
 
