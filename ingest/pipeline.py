@@ -75,6 +75,8 @@ class Pipeline:
         self.counts.read += batch.n_read
         self.counts.accepted += batch.accepted.height
         self.counts.rejected += batch.rejected.height
+        # with partials computed ahead (replay's reader thread) a batch's delta may hold the next
+        # batch's duplicates too; the deltas still add up to the partition stage's total
         self.counts.duplicates += self.engine.duplicates - duplicates_before
         self.batches += 1
         return BatchResult(
