@@ -1,6 +1,6 @@
 """End-to-end replay throughput and peak RSS beside `polars.read_ndjson` alone on the same file.
 
-    python bench/bench_replay.py [--events 1000000] [--seed 3] [--workdir /tmp/dg-bench]
+    python bench/bench_replay.py [--events 1000000] [--seed 3] [--days 0.25] [--workdir /tmp/dg-bench]
 
 Simulates the file once (cached in the work directory), then runs, each in a fresh child
 process so peak RSS is its own: (a) `pl.read_ndjson` of the whole file, the straightforward
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -26,24 +25,37 @@ print(df.height)
 """
 
 
-def run_child(args: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) of the child, and its stdout."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user+sys) of this child alone, and its stdout.
+
+    `os.wait4` gives the child's own usage: RUSAGE_CHILDREN's peak is the largest child so far
+    (the simulation, when this run made the file).
+    """
     started = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True, check=True)
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all children so far: run the larger job last
-    return seconds, max(peak, before) / 1024.0, proc.stdout
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, args)
+    return time.perf_counter() - started, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--days",
+        type=float,
+        default=None,
+        help="event-time span (default: the simulator's, 2 days); 0.25 = production-like density",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/dg-bench"))
     args = parser.parse_args()
-    data = args.workdir / f"sim-{args.seed}-{args.events}"
+    span = "" if args.days is None else f"-{args.days:g}d"
+    data = args.workdir / f"sim-{args.seed}-{args.events}{span}"
     events = data / "events.jsonl.gz"
     if not events.is_file():
         subprocess.run(
@@ -58,12 +70,13 @@ def main() -> None:
                 str(args.seed),
                 "--events",
                 str(args.events),
+                *([] if args.days is None else ["--days", str(args.days)]),
             ],
             check=True,
         )
     n = sum(1 for _ in __import__("gzip").open(events, "rb"))
     print(f"# {' '.join(sys.argv)}  ({n:,} events, {events.stat().st_size / 2**20:.0f} MiB gzip)")
-    read_s, read_rss, _ = run_child([sys.executable, "-c", READ, str(events)])
+    read_s, read_rss, _, _ = run_child([sys.executable, "-c", READ, str(events)])
     db = args.workdir / "bench.db"
     db.unlink(missing_ok=True)
     env = {
@@ -72,9 +85,8 @@ def main() -> None:
         "DISTILLGUARD_DATA_DIR": str(args.workdir / "state"),
     }
     report = args.workdir / "report.json"
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    subprocess.run(
+    # CPU seconds are steadier than wall time on a shared machine: quote both
+    replay_s, replay_rss, replay_cpu, _ = run_child(
         [
             sys.executable,
             "-m",
@@ -86,15 +98,8 @@ def main() -> None:
             "--report",
             str(report),
         ],
-        check=True,
         env=env,
-        capture_output=True,
     )
-    replay_s = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    replay_rss = usage.ru_maxrss / 1024.0
-    # CPU seconds are steadier than wall time on a shared machine: quote both
-    replay_cpu = (usage.ru_utime - cpu_before.ru_utime) + (usage.ru_stime - cpu_before.ru_stime)
     flagged = sum(1 for a in json.loads(report.read_text())["accounts"] if a["flagged"])
     print(f"{'job':<28}{'seconds':>10}{'events/s':>14}{'peak RSS MiB':>16}")
     print(f"{'polars.read_ndjson alone':<28}{read_s:>10.1f}{n / read_s:>14,.0f}{read_rss:>16,.0f}")
