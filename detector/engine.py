@@ -82,11 +82,6 @@ PROMPT_FEATURES = (pr.TOP_TEMPLATE_SHARE, pr.TEMPLATE_ENTROPY, pr.TARGETED_SHARE
 MODEL_FEATURES = (*v.VOLUME_FEATURES, *PROMPT_FEATURES)
 
 
-# the partials' columns (detector/partition.py)
-_CODE, _KEY, _ROW, _OK, _CODE_BITS, _CAPABILITY_CODES = CODE, KEY, ROW, OK, CODE_BITS, CAPABILITY_CODES
-_CUSTOMER = CUSTOMER
-
-
 @dataclass(frozen=True)
 class DetectorConfig:
     """The detector's knobs (a slice of Settings)."""
@@ -521,13 +516,13 @@ class DetectionEngine:
         templates = templates.join(index, on=s.ACCOUNT_ID)
         self.template_counts.add(
             templates.get_column(ACCOUNT_INDEX).to_numpy(),
-            templates.get_column(_KEY).to_numpy(),
+            templates.get_column(KEY).to_numpy(),
             templates.get_column(pr.N).to_numpy(),
         )
         if keys.height:
             keys = keys.join(index, on=s.ACCOUNT_ID)
             idx = keys.get_column(ACCOUNT_INDEX).to_numpy()
-            key = keys.get_column(_KEY).to_numpy()
+            key = keys.get_column(KEY).to_numpy()
             fresh = self.key_counts.add_new(idx, key, keys.get_column(cl.KEY_COUNT).to_numpy())
             # an account's first use of a key makes it one more holder of that key
             self.key_holders.add(fresh)
@@ -546,17 +541,17 @@ class DetectionEngine:
         if self.config.public_text_senders is not None:
             # an organisation's accounts are one customer; an account without one is its own
             rows = rows.with_columns(
-                pl.coalesce(pl.lit("o:") + pl.col(_CUSTOMER), pl.lit("a:") + pl.col(s.ACCOUNT_ID)).alias(_CUSTOMER)
+                pl.coalesce(pl.lit("o:") + pl.col(CUSTOMER), pl.lit("a:") + pl.col(s.ACCOUNT_ID)).alias(CUSTOMER)
             )
-            customers = self.customer_index.lookup(rows.get_column(_CUSTOMER)).rename({s.ACCOUNT_ID: _CUSTOMER})
-            rows = rows.join(customers, on=_CUSTOMER, suffix="_c")
+            customers = self.customer_index.lookup(rows.get_column(CUSTOMER)).rename({s.ACCOUNT_ID: CUSTOMER})
+            rows = rows.join(customers, on=CUSTOMER, suffix="_c")
             customer = rows.get_column(f"{ACCOUNT_INDEX}_c").to_numpy()
             ordinary = self._ordinary(rows.get_column(s.ACCOUNT_ID))
         assert self.last_tick is not None
         self.novelty.add(
             rows.get_column(ACCOUNT_INDEX).to_numpy(),
-            fold_key(rows.get_column(_KEY).to_numpy()),
-            rows.get_column(_OK).to_numpy(),
+            fold_key(rows.get_column(KEY).to_numpy()),
+            rows.get_column(OK).to_numpy(),
             tick=self._tick_no(self.last_tick),
             customer=customer,
             ordinary=ordinary,
@@ -658,19 +653,19 @@ class DetectionEngine:
         rows = keys.join(targeted, on=s.ACCOUNT_ID, how="semi")
         if rows.height == 0:
             return
-        key = rows.get_column(_KEY).to_numpy()
+        key = rows.get_column(KEY).to_numpy()
         # any key they used this tick, not only keys new to them: an account is known as targeted
         # only from its second tick, when a ring's wrapper keys are no longer new to it
         new = ~self.key_examples.holds(key)
         new[new] = self.key_holders.counts_of(key[new]) >= 2
         if not new.any():
             return
-        first = rows.filter(pl.Series(new)).group_by(_KEY).agg(pl.col(_ROW).min())
+        first = rows.filter(pl.Series(new)).group_by(KEY).agg(pl.col(ROW).min())
         # a prompt holds several wrapper keys: one snippet per example row
-        row = first.get_column(_ROW).to_numpy()
+        row = first.get_column(ROW).to_numpy()
         rows_used, which = np.unique(row, return_inverse=True)
         snippets = [prompt_snippet(text) for text in prompts.gather(rows_used).to_list()]
-        self.key_examples.add(first.get_column(_KEY).to_numpy(), [snippets[i] for i in which])
+        self.key_examples.add(first.get_column(KEY).to_numpy(), [snippets[i] for i in which])
         if len(self.key_examples) > self.config.max_key_examples:
             # weeks of history: keep the examples of the most widely held keys (evidence shows the top ones)
             noted = self.key_examples.sorted_keys
@@ -685,16 +680,16 @@ class DetectionEngine:
     def _template_rows_of(self, index: pl.DataFrame) -> pl.DataFrame:
         """`_template_rows` of the accounts of an `AccountIndex.lookup` result."""
         idx, key, n = self.template_counts.rows_for(index.get_column(ACCOUNT_INDEX).to_numpy())
-        mask = np.uint64((1 << _CODE_BITS) - 1)
+        mask = np.uint64((1 << CODE_BITS) - 1)
         rows = pl.DataFrame(
             {
                 ACCOUNT_INDEX: pl.Series(idx, dtype=pl.UInt64),
-                pr.TEMPLATE_ID: pl.Series(key >> np.uint64(_CODE_BITS), dtype=pl.UInt64),
-                _CODE: pl.Series(key & mask, dtype=pl.UInt64),
+                pr.TEMPLATE_ID: pl.Series(key >> np.uint64(CODE_BITS), dtype=pl.UInt64),
+                CODE: pl.Series(key & mask, dtype=pl.UInt64),
                 pr.N: pl.Series(n, dtype=pl.Int64),
             }
         )
-        rows = rows.join(index, on=ACCOUNT_INDEX).join(_CAPABILITY_CODES, on=_CODE)
+        rows = rows.join(index, on=ACCOUNT_INDEX).join(CAPABILITY_CODES, on=CODE)
         return rows.select(list(pr.TEMPLATE_COUNTS_SCHEMA))
 
     def _update_template_links(self, index: pl.DataFrame, prompt_features: pl.DataFrame) -> None:
