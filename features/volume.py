@@ -118,35 +118,37 @@ def volume_partials(
     account's latest event of the earlier ticks.
     """
     by = [s.ACCOUNT_ID] if group_by is None else [s.ACCOUNT_ID, group_by]
-    ev = (
-        events.select(*by, s.TS, s.STATUS, s.PROMPT_TOKENS, s.COMPLETION_TOKENS)
-        .sort(*by, s.TS)
-        .with_columns(pl.col(s.TS).shift(1).over(by).alias("_prev_in_tick"))
-    )
-    prev = last_seen.select(s.ACCOUNT_ID, pl.col(LAST_TS).alias("_prev_ts"))
+    ev = events.select(*by, s.TS, s.STATUS, s.PROMPT_TOKENS, s.COMPLETION_TOKENS).sort(*by, s.TS)
+    # rows are in (account, tick, ts) order, so an account's and a tick's rows are runs: shifts
+    # masked at the run starts do what window expressions (`over`) would, at a fraction of the cost
+    new_account = pl.col(s.ACCOUNT_ID).ne_missing(pl.col(s.ACCOUNT_ID).shift(1)).fill_null(True)
+    new_run = new_account
     if group_by is not None:
-        # the latest event before each tick: the state's, or one of an earlier tick of this pass
-        earlier = (
-            ev.group_by(by)
-            .agg(pl.col(s.TS).max().alias("_tick_max"))
-            .sort(by)
-            .with_columns(pl.col("_tick_max").cum_max().shift(1).over(s.ACCOUNT_ID).alias("_earlier"))
-            .join(prev, on=s.ACCOUNT_ID, how="left")
-            .select(*by, pl.max_horizontal("_prev_ts", "_earlier").alias("_prev_ts"))
-        )
-        ev = ev.join(earlier, on=by, how="left")
-    else:
-        ev = ev.join(prev, on=s.ACCOUNT_ID, how="left")
-    gaps = ev.with_columns(
-        ((pl.col(s.TS) - pl.coalesce("_prev_in_tick", "_prev_ts")).dt.total_milliseconds() // 100).alias("_gap")
+        new_run = new_run | pl.col(group_by).ne_missing(pl.col(group_by).shift(1)).fill_null(True)
+    ms = pl.col(s.TS).dt.epoch("ms")
+    # the latest event of the account's earlier ticks in this pass, for a tick's first gap: a running
+    # max over the account's rows (late events make it more than the previous row), as one global
+    # cum_max of the times offset by the account's run number, so it never crosses an account
+    span = ms.max() - ms.min() + 1
+    run_no = new_account.cast(pl.Int64).cum_sum()
+    running_max = (run_no * span + ms - ms.min()).cum_max()
+    # the activity buckets of a run are runs too (rows in time order): a bucket's row count is the
+    # position of its last row counted from its first
+    bucket = pl.col(s.TS).dt.truncate(every)
+    new_bucket = new_run | bucket.ne_missing(bucket.shift(1)).fill_null(True)
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    ev = ev.with_columns(
+        pl.when(~new_run).then(ms.shift(1)).alias("_prev_in_tick"),
+        pl.when(~new_account).then(running_max.shift(1) - run_no * span + ms.min()).alias("_earlier"),
+        new_bucket.alias("_new_bucket"),
+        (row - pl.when(new_bucket).then(row).forward_fill() + 1).alias("_in_bucket"),
+        pl.col(s.TS).dt.hour().alias("_hour"),
     )
-    buckets = (
-        ev.group_by(*by, pl.col(s.TS).dt.truncate(every).alias("_bucket"))
-        .agg(pl.len().alias("_n"))
-        .group_by(by)
-        .agg(pl.len().cast(pl.Int64).alias(ACTIVE_BUCKETS), pl.col("_n").max().cast(pl.Int64).alias(PEAK_BUCKET_EVENTS))
+    prev = last_seen.select(s.ACCOUNT_ID, pl.col(LAST_TS).dt.epoch("ms").alias("_prev_ts"))
+    gaps = ev.join(prev, on=s.ACCOUNT_ID, how="left").with_columns(
+        ((ms - pl.coalesce("_prev_in_tick", pl.max_horizontal("_prev_ts", "_earlier"))) // 100).alias("_gap")
     )
-    hour = pl.col(s.TS).dt.hour()
+    hour = pl.col("_hour")
     per_account = gaps.group_by(by).agg(
         pl.len().cast(pl.Int64).alias(N_EVENTS),
         (pl.col(s.STATUS) >= 400).sum().cast(pl.Int64).alias(N_ERRORS),
@@ -158,11 +160,11 @@ def volume_partials(
         (pl.col("_gap") ** 2).sum().alias(GAP_SQ_SUM),
         pl.col(s.TS).min().alias(FIRST_TS),
         pl.col(s.TS).max().alias(LAST_TS),
+        pl.col("_new_bucket").sum().cast(pl.Int64).alias(ACTIVE_BUCKETS),
+        pl.col("_in_bucket").max().cast(pl.Int64).alias(PEAK_BUCKET_EVENTS),
         *[(hour == h).sum().cast(pl.Int64).alias(c) for h, c in enumerate(HOUR_COLS)],
     )
-    return per_account.join(buckets, on=by, how="left").select(
-        *by[1:], *(pl.col(c).cast(dt) for c, dt in VOLUME_STATE_SCHEMA.items())
-    )
+    return per_account.select(*by[1:], *(pl.col(c).cast(dt) for c, dt in VOLUME_STATE_SCHEMA.items()))
 
 
 def distinct_partials(events: pl.LazyFrame, *, group_by: str | None = None) -> pl.LazyFrame:
