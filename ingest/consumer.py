@@ -21,12 +21,14 @@ import pickle
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -42,6 +44,7 @@ from core.errors import InputError
 from core.migrations import upgrade
 from core.settings import Settings
 from detector.engine import DetectionEngine, TickOutcome
+from detector.partition import TickPartials
 from detector.publisher import (
     DecisionPublisher,
     KafkaDecisionPublisher,
@@ -110,6 +113,25 @@ class _State:
     offsets: dict[int, int] = field(default_factory=dict)
     latest_ts: dict[int, datetime] = field(default_factory=dict)
     published: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Taken:
+    """A polled batch taken into the state (offsets advanced), before its partition stage."""
+
+    records: dict[int, list[Any]]
+    # assigned partitions not at their end when it was polled: they hold the watermark back
+    open_partitions: list[int]
+    polled_at: float
+
+
+@dataclass
+class _Prepared:
+    """A taken batch through the partition stage: validated, and the ticks it closed."""
+
+    taken: _Taken
+    batch: ValidatedBatch
+    partials: list[TickPartials]
 
 
 def checkpoint_path(settings: Settings, group: str) -> Path:
@@ -218,6 +240,7 @@ class StreamWorker:
         self._assigned: set[TopicPartition] = set()
         self._batch_records: dict[int, list[Any]] = {}
         self.consumer: KafkaConsumer
+        self._ahead: ThreadPoolExecutor
         self.pipeline: StreamPipeline
         self.publisher: DecisionPublisher
         self.dead_letter: KafkaDeadLetter
@@ -252,6 +275,8 @@ class StreamWorker:
                 server = MetricsServer(self.metrics, host=opts.metrics_host, port=opts.metrics_port)
                 self.metrics_port = server.port
                 stack.callback(server.close)
+            # the partition stage of the newest batch runs here while the loop runs the ring stage
+            self._ahead = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="partition-stage"))
             self.consumer = self._make_consumer(bootstrap)
             # closing leaves the group at once (the revoke callback commits what is checkpointed)
             stack.callback(self.consumer.close, autocommit=False)
@@ -493,37 +518,83 @@ class StreamWorker:
 
     # --- the loop ----------------------------------------------------------------------------
     def _loop(self) -> bool:
-        """Poll and process until stopped; True when stopped because the group caught up."""
+        """Poll and process until stopped; True when stopped because the group caught up.
+
+        The newest polled batch goes through the partition stage (decode, dedupe, tick partials)
+        on the `ahead` thread while this thread runs the ring stage of the one before, persists
+        and publishes it: the two stages overlap as in replay. Checkpoints are taken only when the
+        stages are level (nothing ahead): a checkpoint of a partition stage that had taken a batch
+        the ring stage had not would, after a rollback, dedupe that batch away when it is polled
+        again.
+        """
         opts = self.options
         max_records = opts.max_records or self.settings.batch_size
         delay = opts.backoff_initial_s
-        while not self.stop.is_set():
-            polled_at = time.perf_counter()
-            records = self.consumer.poll(timeout_ms=opts.poll_timeout_ms, max_records=max_records)
+        ahead: deque[Future[_Prepared]] = deque()
+        try:
+            while not self.stop.is_set():
+                polled_at = time.perf_counter()
+                records = self.consumer.poll(timeout_ms=opts.poll_timeout_ms, max_records=max_records)
+                try:
+                    taken = self._take(records, polled_at) if records else None
+                    if taken is not None:
+                        if self._first_record_at is None:
+                            self._first_record_at = polled_at
+                        ahead.append(self._ahead.submit(self._prepare, taken))
+                    # the ring stage runs every batch but the newest, whose partition stage runs
+                    # meanwhile; when the poll brought nothing, the newest too
+                    while len(ahead) > (1 if taken is not None else 0):
+                        self._complete(ahead.popleft().result())
+                    self._update_lag()
+                    if opts.stop_at_end and self._caught_up():
+                        self._drain(ahead)
+                        self._finish()
+                        return True
+                    if time.monotonic() - self._checkpointed_at >= opts.checkpoint_interval_s:
+                        self._drain(ahead)
+                        self._save()
+                    delay = opts.backoff_initial_s
+                except SQLAlchemyError as exc:
+                    self._failed(exc, ahead, delay)
+                    delay = min(delay * 2, opts.backoff_max_s)
+            # stopped: finish what the partition stage has taken, so the stages are level
             try:
-                if records:
-                    if self._first_record_at is None:
-                        self._first_record_at = polled_at
-                    self._handle(records)
-                self._update_lag()
-                if opts.stop_at_end and self._caught_up():
-                    self._finish()
-                    return True
-                delay = opts.backoff_initial_s
+                self._drain(ahead)
             except SQLAlchemyError as exc:
-                self.metrics.add(db_failures=1)
-                log.warning(
-                    "persistence failed: rolling back to the last checkpoint, not committing",
-                    extra={
-                        "error": type(exc).__name__,
-                        "detail": str(exc).splitlines()[0][:200],
-                        "retry_in_s": delay,
-                    },
-                )
-                self._rollback()
-                self._wait(delay)
-                delay = min(delay * 2, opts.backoff_max_s)
-        return False
+                self._failed(exc, ahead, 0.0)
+            return False
+        finally:
+            # an error unwinding the loop: nothing may still run on the state
+            self._discard(ahead)
+
+    def _failed(self, exc: SQLAlchemyError, ahead: deque[Future[_Prepared]], delay: float) -> None:
+        """Persistence failed: back to the last checkpoint (batches ahead dropped), wait `delay`."""
+        self.metrics.add(db_failures=1)
+        log.warning(
+            "persistence failed: rolling back to the last checkpoint, not committing",
+            extra={
+                "error": type(exc).__name__,
+                "detail": str(exc).splitlines()[0][:200],
+                "retry_in_s": delay,
+            },
+        )
+        self._discard(ahead)
+        self._rollback()
+        if delay > 0:
+            self._wait(delay)
+
+    def _drain(self, ahead: deque[Future[_Prepared]]) -> None:
+        """Run the ring stage of every batch ahead: the two stages level."""
+        while ahead:
+            self._complete(ahead.popleft().result())
+
+    @staticmethod
+    def _discard(ahead: deque[Future[_Prepared]]) -> None:
+        """Drop the batches ahead once their partition stage is done (the state they changed is rolled back)."""
+        while ahead:
+            fut = ahead.popleft()
+            if not fut.cancel():
+                wait([fut])
 
     def _wait(self, seconds: float) -> None:
         """Back off without leaving the group: partitions paused, poll keeps membership alive."""
@@ -543,14 +614,10 @@ class StreamWorker:
         finally:
             self.consumer.resume(*[tp for tp in assigned if tp in self.consumer.assignment()])
 
-    def _handle(self, records: dict[TopicPartition, list[Any]]) -> None:
-        """One polled batch: decode per partition, detect, persist, publish, checkpoint, commit."""
-        started = time.perf_counter()
-        topic = self.options.topic
-        batches: list[ValidatedBatch] = []
+    def _take(self, records: dict[TopicPartition, list[Any]], polled_at: float) -> _Taken | None:
+        """A polled batch taken into the state: its records (minus those the state holds) and offsets."""
+        taken: dict[int, list[Any]] = {}
         next_offsets: dict[int, int] = {}
-        latest: dict[int, datetime] = {}
-        self._batch_records = {}
         for tp, recs in records.items():
             # records the state already holds (a fetch that raced a seek) are not processed twice
             done = self._state.offsets.get(tp.partition)
@@ -558,8 +625,21 @@ class StreamWorker:
                 recs = [r for r in recs if r.offset >= done]
             if not recs:
                 continue
-            self._batch_records[tp.partition] = recs
-            p = tp.partition
+            taken[tp.partition] = recs
+            next_offsets[tp.partition] = recs[-1].offset + 1
+        if not taken:
+            return None
+        with self._lock:
+            self._state.offsets.update(next_offsets)
+        # which partitions hold the watermark back, as of this batch (the consumer is this thread's)
+        open_partitions = sorted(tp.partition for tp in self._assigned_now() if not self._at_end(tp))
+        return _Taken(records=taken, open_partitions=open_partitions, polled_at=polled_at)
+
+    def _prepare(self, taken: _Taken) -> _Prepared:
+        """The partition stage of a taken batch (on the `ahead` thread): decode, validate, tick partials."""
+        topic = self.options.topic
+        batches: list[ValidatedBatch] = []
+        for p, recs in taken.records.items():
             values = [r.value if r.value is not None else b"" for r in recs]
             batch = decode_records(
                 values,
@@ -569,11 +649,10 @@ class StreamWorker:
                 max_bytes=self.settings.max_record_bytes,
             )
             batches.append(batch)
-            next_offsets[p] = recs[-1].offset + 1
             if batch.accepted.height:
-                latest[p] = batch.accepted.get_column(s.TS).max()  # type: ignore[assignment]
-        if not batches:
-            return
+                ts = cast(datetime, batch.accepted.get_column(s.TS).max())
+                prev = self._state.latest_ts.get(p)
+                self._state.latest_ts[p] = ts if prev is None else max(prev, ts)
         merged = (
             batches[0]
             if len(batches) == 1
@@ -582,22 +661,22 @@ class StreamWorker:
                 rejected=pl.concat([b.rejected for b in batches]),
             )
         )
-        with self._lock:
-            for p, ts in latest.items():
-                prev = self._state.latest_ts.get(p)
-                self._state.latest_ts[p] = ts if prev is None else max(prev, ts)
-            self._state.offsets.update(next_offsets)
+        partials = self.pipeline.engine.partition.ingest(merged.accepted, watermark=self._watermark(taken))
+        return _Prepared(taken=taken, batch=merged, partials=partials)
+
+    def _complete(self, prepared: _Prepared) -> None:
+        """The ring stage of a prepared batch: detect, dead-letter, publish, persist."""
+        merged = prepared.batch
+        self._batch_records = prepared.taken.records
         flags_before = len(self.pipeline.engine.flags)
         duplicates_before = self.pipeline.counts.duplicates
         dead_before = self.dead_letter.count
-        written = self._process(merged, self._watermark())
-        if time.monotonic() - self._checkpointed_at >= self.options.checkpoint_interval_s:
-            self._save()
+        written = self._process(merged, prepared.partials)
         self.metrics.observe_batch(
             read=merged.n_read,
             accepted=merged.accepted.height,
             rejected=merged.rejected.height,
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - prepared.taken.polled_at,
         )
         self.metrics.add(
             dead_letters=self.dead_letter.count - dead_before,
@@ -610,14 +689,14 @@ class StreamWorker:
             extra={
                 "records": merged.n_read,
                 "rejected": merged.rejected.height,
-                "seconds": round(time.perf_counter() - started, 3),
+                "seconds": round(time.perf_counter() - prepared.taken.polled_at, 3),
             },
         )
 
-    def _process(self, batch: ValidatedBatch, watermark: datetime | None) -> int:
-        """Run the batch's ticks up to `watermark` in one engine call, publish each tick's decisions, persist."""
+    def _process(self, batch: ValidatedBatch, partials: list[TickPartials]) -> int:
+        """Run the ticks the batch closed, publish each tick's decisions, persist."""
         done = len(self.pipeline.pending)
-        self.pipeline.process_batch(batch, dead_letter=self.dead_letter, watermark=watermark)
+        self.pipeline.process_batch(batch, dead_letter=self.dead_letter, partials=partials)
         self._publish_ticks(self.pipeline.pending[done:])
         return self.pipeline.persist_pending()
 
@@ -654,15 +733,13 @@ class StreamWorker:
             self.publisher.publish(decisions)
             self.metrics.add(decisions_published=len(decisions))
 
-    def _watermark(self) -> datetime | None:
+    def _watermark(self, taken: _Taken) -> datetime | None:
         """Event time up to which every assigned partition is complete (None: all at their end)."""
         # the minimum over partitions of each one's latest event: a partition at its end does not
         # hold it back, one that has delivered nothing yet holds it at EPOCH
         mark: datetime | None = None
-        for tp in self._assigned_now():
-            if self._at_end(tp):
-                continue
-            ts = self._state.latest_ts.get(tp.partition)
+        for p in taken.open_partitions:
+            ts = self._state.latest_ts.get(p)
             if ts is None:
                 return EPOCH
             mark = ts if mark is None else min(mark, ts)
