@@ -59,12 +59,13 @@ def compact(df: pl.DataFrame, *, max_chunks: int = 8) -> pl.DataFrame:
     return df.rechunk() if df.n_chunks() > max_chunks else df
 
 
-def _reduce(comp: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort composites and sum the counts of equal ones."""
+def _reduce(comp: np.ndarray, counts: np.ndarray, *, runs: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Sort composites and sum the counts of equal ones; `runs`: `comp` is sorted runs concatenated."""
     if comp.size == 0:
         return comp.astype(np.uint64), counts.astype(np.int64)
-    # stable sort is a merge of already sorted runs when two runs are concatenated: near O(n)
-    order = np.argsort(comp, kind="stable")
+    # a stable sort (timsort) of concatenated sorted runs is a merge, near O(n); on unordered keys
+    # quicksort is 1.5-2x faster, and the order of equal keys does not matter to their sum
+    order = np.argsort(comp, kind="stable" if runs else "quicksort")
     comp, counts = comp[order], counts[order]
     starts = np.flatnonzero(np.r_[True, comp[1:] != comp[:-1]])
     return comp[starts], np.add.reduceat(counts, starts).astype(np.int64)
@@ -121,7 +122,7 @@ class KeyCounts:
         # keep run sizes geometric: few runs to search, each row moved O(log n) times
         while len(self._runs) > 1 and self._runs[-2][0].size <= 2 * self._runs[-1][0].size:
             (k2, c2), (k1, c1) = self._runs.pop(), self._runs.pop()
-            self._runs.append(_reduce(np.concatenate([k1, k2]), np.concatenate([c1, c2])))
+            self._runs.append(_reduce(np.concatenate([k1, k2]), np.concatenate([c1, c2]), runs=True))
 
     def rows_for(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(account index, key bits, count) of every key of the accounts `idx`, summed over runs."""
@@ -135,7 +136,7 @@ class KeyCounts:
         if not comps:
             empty = np.zeros(0, dtype=np.uint64)
             return empty, empty, np.zeros(0, dtype=np.int64)
-        comp, n = _reduce(np.concatenate(comps), np.concatenate(counts))
+        comp, n = _reduce(np.concatenate(comps), np.concatenate(counts), runs=True)
         return comp >> _SHIFT, comp & _KEY_MASK, n
 
     def counts_of(self, idx: np.ndarray, key: np.ndarray) -> np.ndarray:
