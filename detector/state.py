@@ -143,6 +143,14 @@ class KeyCounts:
         """Count of each exact (account index, key) pair, summed over runs (0 when absent)."""
         return self._counts((idx.astype(np.uint64) << _SHIFT) | (key.astype(np.uint64) & _KEY_MASK))
 
+    def add_hashes(self, key: np.ndarray, n: np.ndarray) -> None:
+        """Add counts `n` of whole 64-bit keys, no account slot (a tally of hashes, see RowTally)."""
+        self._append(_reduce(key.astype(np.uint64), n.astype(np.int64)))
+
+    def counts_of_hashes(self, key: np.ndarray) -> np.ndarray:
+        """The count of each whole 64-bit key added by `add_hashes` (0 when absent)."""
+        return self._counts(key.astype(np.uint64))
+
     def _counts(self, comp: np.ndarray) -> np.ndarray:
         out = np.zeros(comp.size, dtype=np.int64)
         for keys, cnt in self._runs:
@@ -197,7 +205,7 @@ class RowTally:
     def add_keys(self, key: np.ndarray, *, sign: int = 1) -> None:
         """Count hashes from `keys_of` (of rows without nulls) once each, or uncount them."""
         if key.size:
-            self._counts._append(_reduce(key.astype(np.uint64), np.full(key.size, sign, dtype=np.int64)))
+            self._counts.add_hashes(key, np.full(key.size, sign, dtype=np.int64))
 
     def counts_of(self, rows: pl.DataFrame) -> np.ndarray:
         """The count of each row's combination (0 when absent or holding a null)."""
@@ -207,7 +215,7 @@ class RowTally:
 
     def counts_of_keys(self, key: np.ndarray) -> np.ndarray:
         """The count of each hash from `keys_of`."""
-        return self._counts._counts(key.astype(np.uint64))
+        return self._counts.counts_of_hashes(key)
 
     def _has_null(self) -> pl.Expr:
         return pl.any_horizontal(pl.col(c).is_null() for c in self.columns)

@@ -2,14 +2,18 @@
 
 One loop, in the manner of quix-streams: poll a batch, decode and validate it per the contract,
 run detection and persist (Pipeline.process_batch), publish changed decisions, flush the
-producers, write the checkpoint, and only then commit offsets. Detection state lives in memory,
-so the checkpoint (engine + next offset per partition + counts, one atomic file per group) is
-what makes a restart after SIGKILL resume exactly where the state stands: on assignment every
-partition is sought to the checkpoint's offset, whatever Kafka had committed.
+producers, write the checkpoint, and only then commit offsets. As in replay, the two stages of
+detection overlap: the newest polled batch goes through the partition stage (decode, dedupe,
+tick partials) on a thread while the loop runs the ring stage of the batch before it, persists
+and publishes. Detection state lives in memory, so the checkpoint (engine + next offset per
+partition + counts, one atomic file per group) is what makes a restart after SIGKILL resume
+exactly where the state stands: on assignment every partition is sought to the checkpoint's
+offset, whatever Kafka had committed. Checkpoints are taken with the two stages level.
 
-A database failure rolls the state back to the last checkpoint, seeks back to its offsets and
-retries with exponential back-off, committing nothing meanwhile. One worker per group is assumed
-(the checkpoint holds the whole engine); the partition-owned state split is a later step.
+A database failure drops the batch ahead, rolls the state back to the last checkpoint, seeks back
+to its offsets and retries with exponential back-off, committing nothing meanwhile. One worker per
+group is assumed (the checkpoint holds the whole engine); running the partition stage in workers
+of its own (TickPartials between them) is a later step.
 """
 
 from __future__ import annotations
