@@ -314,6 +314,7 @@ class StreamWorker:
                     "dead_letters": result.dead_letters,
                     "decisions": result.decisions,
                     "flagged": len(self.pipeline.engine.flags),
+                    **{f"{stage}_s": round(sec, 2) for stage, sec in self.metrics.stage_seconds.items()},
                 },
             )
         return result
@@ -548,7 +549,7 @@ class StreamWorker:
                     # the ring stage runs every batch but the newest, whose partition stage runs
                     # meanwhile; when the poll brought nothing, the newest too
                     while len(ahead) > (1 if taken is not None else 0):
-                        self._complete(ahead.popleft().result())
+                        self._complete(self._result(ahead.popleft()))
                     self._update_lag()
                     if opts.stop_at_end and self._caught_up():
                         self._drain(ahead)
@@ -590,7 +591,14 @@ class StreamWorker:
     def _drain(self, ahead: deque[Future[_Prepared]]) -> None:
         """Run the ring stage of every batch ahead: the two stages level."""
         while ahead:
-            self._complete(ahead.popleft().result())
+            self._complete(self._result(ahead.popleft()))
+
+    def _result(self, fut: Future[_Prepared]) -> _Prepared:
+        """A batch's partition stage, waited for."""
+        started = time.perf_counter()
+        prepared = fut.result()
+        self.metrics.add_stage_seconds("waiting_for_partition", time.perf_counter() - started)
+        return prepared
 
     @staticmethod
     def _discard(ahead: deque[Future[_Prepared]]) -> None:
@@ -641,6 +649,7 @@ class StreamWorker:
 
     def _prepare(self, taken: _Taken) -> _Prepared:
         """The partition stage of a taken batch (on the `ahead` thread): decode, validate, tick partials."""
+        started = time.perf_counter()
         topic = self.options.topic
         batches: list[ValidatedBatch] = []
         for p, recs in taken.records.items():
@@ -666,6 +675,7 @@ class StreamWorker:
             )
         )
         partials = self.pipeline.engine.partition.ingest(merged.accepted, watermark=self._watermark(taken))
+        self.metrics.add_stage_seconds("partition", time.perf_counter() - started)
         return _Prepared(taken=taken, batch=merged, partials=partials)
 
     def _complete(self, prepared: _Prepared) -> None:
@@ -675,7 +685,9 @@ class StreamWorker:
         flags_before = len(self.pipeline.engine.flags)
         duplicates_before = self.pipeline.counts.duplicates
         dead_before = self.dead_letter.count
+        started = time.perf_counter()
         written = self._process(merged, prepared.partials)
+        self.metrics.add_stage_seconds("ring", time.perf_counter() - started)
         self.metrics.observe_batch(
             read=merged.n_read,
             accepted=merged.accepted.height,

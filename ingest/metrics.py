@@ -18,6 +18,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # batch latency histogram buckets, seconds
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 RATE_WINDOW_S = 30.0
+# where a consume worker's time goes: the partition stage (on its thread), the ring stage with
+# persisting and publishing (the loop), and the loop waiting for the partition stage (when that
+# grows, the partition stage is the limit)
+STAGES = ("partition", "ring", "waiting_for_partition")
 
 
 def _label(value: str) -> str:
@@ -41,6 +45,8 @@ class StreamMetrics:
         self.db_failures = 0
         self.commits = 0
         self.lag: dict[tuple[str, int], int] = {}
+        # wall seconds per stage: which one limits the worker (see STAGES)
+        self.stage_seconds = dict.fromkeys(STAGES, 0.0)
         self._bucket_counts = [0] * len(BUCKETS)
         self._latency_sum = 0.0
         self._latency_count = 0
@@ -73,6 +79,11 @@ class StreamMetrics:
         with self._lock:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
+
+    def add_stage_seconds(self, stage: str, seconds: float) -> None:
+        """Add wall seconds spent in one of STAGES."""
+        with self._lock:
+            self.stage_seconds[stage] += seconds
 
     def events_per_second(self) -> float:
         """Records per second over the last RATE_WINDOW_S seconds of wall-clock time."""
@@ -155,6 +166,12 @@ class StreamMetrics:
                 "counter",
                 "Offset commits.",
                 [("", self.commits)],
+            )
+            metric(
+                "distillguard_stage_seconds_total",
+                "counter",
+                "Wall seconds spent per stage (the partition stage runs on a thread beside the loop).",
+                [(f'{{stage="{stage}"}}', seconds) for stage, seconds in self.stage_seconds.items()],
             )
             lines.append("# HELP distillguard_batch_seconds Time to validate, detect and persist one batch.")
             lines.append("# TYPE distillguard_batch_seconds histogram")

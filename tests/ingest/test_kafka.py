@@ -397,6 +397,7 @@ def test_sigterm_and_sigkill_mid_stream_then_restart_give_the_same_alerts(
     procs.append(proc)
     metrics = _scrape(log, proc, port)
     assert 'distillguard_consumer_lag{topic="' in metrics and "distillguard_batch_seconds_count" in metrics
+    assert 'distillguard_stage_seconds_total{stage="partition"}' in metrics
     _run_until(proc, stream, name, total // 4)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]

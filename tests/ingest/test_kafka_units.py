@@ -120,6 +120,9 @@ def test_metrics_exposition_is_prometheus_text() -> None:
     m.observe_batch(read=1000, accepted=990, rejected=10, seconds=0.3)
     m.add(dead_letters=10, alerts_raised=2, alerts_written=5)
     m.set_lag({("api-requests", 0): 12, ("api-requests", 1): 0})
+    m.add_stage_seconds("partition", 1.5)
+    m.add_stage_seconds("ring", 0.25)
+    m.add_stage_seconds("ring", 0.5)
     server = MetricsServer(m, port=0)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
@@ -140,6 +143,9 @@ def test_metrics_exposition_is_prometheus_text() -> None:
     assert samples['distillguard_batch_seconds_bucket{le="0.5"}'] == 1
     assert samples["distillguard_batch_seconds_count"] == 1
     assert samples["distillguard_events_per_second"] > 0
+    assert samples['distillguard_stage_seconds_total{stage="partition"}'] == 1.5
+    assert samples['distillguard_stage_seconds_total{stage="ring"}'] == 0.75
+    assert samples['distillguard_stage_seconds_total{stage="waiting_for_partition"}'] == 0
 
 
 def test_checkpoint_writes_are_atomic(tmp_path: Path) -> None:
