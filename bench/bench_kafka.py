@@ -192,10 +192,12 @@ def owners(profile: Path, top: int = 25) -> None:
     for (file, line, func), (_cc, _nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         rows.append((f"{file}:{line}({func})", tt, ct))
     names = {
-        "consumer._handle (whole batch)": r"ingest/consumer.py:\d+\(_handle\)",
-        "  contract.decode_records": r"ingest/contract.py:\d+\(decode_records\)",
-        "  pipeline.process_batch (engine + persist)": r"ingest/pipeline.py:\d+\(process_batch\)",
-        "    engine.ingest": r"detector/engine.py:\d+\(ingest\)",
+        # the partition stage (decode, dedupe, partials) runs on a thread cProfile does not see:
+        # the loop's wait for it stands for it
+        "consumer._result (waiting for the partition stage)": r"ingest/consumer.py:\d+\(_result\)",
+        "consumer._complete (ring stage, persist, publish)": r"ingest/consumer.py:\d+\(_complete\)",
+        "  pipeline.process_batch (ring stage + persist)": r"ingest/pipeline.py:\d+\(process_batch\)",
+        "    engine.run (ring stage)": r"detector/engine.py:\d+\(run\)",
         "    pipeline._persist (DB)": r"ingest/pipeline.py:\d+\(_persist\)",
         "  consumer._checkpoint (pickle + fsync)": r"ingest/consumer.py:\d+\(_checkpoint\)",
         "  consumer._commit": r"ingest/consumer.py:\d+\(_commit\)",
@@ -291,6 +293,8 @@ def main() -> None:
     assert m, out[-2000:]
     e2e_records, e2e_seconds = int(m[1].replace(",", "")), float(m[2])
     e2e_rate = e2e_records / e2e_seconds
+    # the worker's own account of where its time went (its last log line)
+    stages = dict(re.findall(r"\b(partition|ring|waiting_for_partition)_s=([\d.]+)", (work / "worker.log").read_text()))
 
     env_c = {
         **env_b,
@@ -313,6 +317,13 @@ def main() -> None:
     print(f"{'peak RSS, VmHWM (MiB)':<34}{rss_a:>18,}{rss_b:>22,}{rss_c:>19,}")
     # CPU over wall time says how much of the two cores a process got: overlap needs an idle one
     print(f"{'CPU seconds, user+sys (incl. start)':<34}{cpu_a:>18.1f}{cpu_b:>22.1f}{cpu_c:>19.1f}")
+    if stages:
+        print(
+            "consume worker, wall seconds per stage: partition stage (its thread) "
+            f"{float(stages.get('partition', 0)):.1f}, ring stage with persisting and publishing "
+            f"{float(stages.get('ring', 0)):.1f}, loop waiting for the partition stage "
+            f"{float(stages.get('waiting_for_partition', 0)):.1f}"
+        )
     ratio = e2e_rate / raw_rate
     print(f"end-to-end / raw = {ratio:.1%} (target >= 70%); end-to-end {e2e_rate:,.0f}/s (target >= 25,000/s)")
     print(
