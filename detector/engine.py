@@ -900,6 +900,11 @@ class DetectionEngine:
             min_size=self.config.min_ring_size,
             popularity=self._with_key_holders(popularity),
             key_users=key_users,
+            # accounts sending most of their prompts in one template: a campaign's, whatever its wrapper's popularity
+            wrapping=eligible.filter(
+                (pl.col(pr.N_PROMPTS) >= self.config.min_prompts)
+                & (pl.col(pr.TOP_TEMPLATE_SHARE) >= self.config.solo_template_share)
+            ).get_column(s.ACCOUNT_ID),
         )
         members, evidence = self._with_early_rings(young, members, evidence)
         scored = (

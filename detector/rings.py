@@ -276,6 +276,7 @@ def _one_phrasing(
     key_users: pl.DataFrame,
     *,
     min_suspicious_share: float,
+    wrapping: pl.Series | None = None,
 ) -> pl.Series:
     """The rings of `members` (account_id, ring_id) whose members share nothing but one popular phrasing.
 
@@ -288,8 +289,11 @@ def _one_phrasing(
     that a few users happened to send twice (seeds 505, 6161, 7171: rings of 3-5 app users or
     students, 7-8 keys and nothing else in common); a campaign's members share several wrappers, a
     wrapper and infrastructure, or a wrapper mostly suspicious accounts use (seed 6262's three heavy
-    accounts share only one, the other campaigns' too). Judged per ring, not per member: a member
-    tied to a big ring by one wrapper of many is a member.
+    accounts share only one, the other campaigns' too). Nor is a ring most of whose members are
+    `wrapping` (send most of their prompts in one template: a campaign wraps every question, seed
+    1202's heavy trio shares only the popular agentic wrapper; the app users sent their phrase
+    twice among 5-20 prompts). Judged per ring, not per member: a member tied to a big ring by one
+    wrapper of many is a member.
     """
     shared = (
         e.join(members.select(s.ACCOUNT_ID, RING_ID), on=s.ACCOUNT_ID)
@@ -317,6 +321,11 @@ def _one_phrasing(
         ]
     )
     one = pieces.group_by(RING_ID).agg(pl.col("_p").sum(), pl.col("_popular").all())
+    if wrapping is not None:
+        wraps = members.group_by(RING_ID).agg(
+            (pl.col(s.ACCOUNT_ID).is_in(wrapping.implode()).mean() >= 0.5).alias("_wraps")
+        )
+        one = one.join(wraps, on=RING_ID).filter(~pl.col("_wraps"))
     return one.filter((pl.col("_p") <= 1.0) & pl.col("_popular")).get_column(RING_ID)
 
 
@@ -344,6 +353,7 @@ def candidate_rings(
     min_wrapper_share: float = MIN_WRAPPER_SHARE,
     max_conductance: float = MAX_CONDUCTANCE,
     key_users: pl.DataFrame | None = None,
+    wrapping: pl.Series | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group suspicious accounts into rings.
 
@@ -354,8 +364,8 @@ def candidate_rings(
     `_own_wrappers_unlinked`). A ring is a community of the account-value graph (weighted like
     `min_degree`), not a whole component: two campaigns bridged by a value or an account are two
     rings (`communities`, `max_conductance`). With `key_users` (value, n_accounts: how many accounts
-    used each wrapper key at all), a ring sharing nothing but one popular phrasing is none
-    (`_one_phrasing`). Returns
+    used each wrapper key at all), a ring sharing nothing but one popular phrasing is none, unless
+    most of its members are `wrapping` (`_one_phrasing`). Returns
     (account_id, ring_id, ring_size) for ring members and (ring_id, dim, value, n_members) —
     the shared values that tie each ring together, its evidence.
     """
@@ -429,7 +439,9 @@ def candidate_rings(
     comp = accounts_of.with_columns(pl.Series("_c", labels[:n_a])).filter(pl.Series(member))
     members = _rings_of(comp, min_size=min_size)
     if key_users is not None:
-        popular = _one_phrasing(e, members, popularity, key_users, min_suspicious_share=min_suspicious_share)
+        popular = _one_phrasing(
+            e, members, popularity, key_users, min_suspicious_share=min_suspicious_share, wrapping=wrapping
+        )
         members = members.filter(~pl.col(RING_ID).is_in(popular.implode()))
     if members.height == 0:
         return _no_rings()

@@ -413,3 +413,10 @@ def test_a_ring_sharing_nothing_but_one_popular_phrasing_is_none() -> None:
     links, key_users = _phrasing_links(40, infra=True)
     members, _ = candidate_rings(links, suspicious, min_size=3, key_users=key_users)
     assert members.height == 4
+    # or when most members send most of their prompts in it (a campaign wrapping every question
+    # in a popular wrapper: seed 1202's heavy trio)
+    links, key_users = _phrasing_links(40)
+    members, _ = candidate_rings(links, suspicious, min_size=3, key_users=key_users, wrapping=suspicious[:2])
+    assert members.height == 4
+    members, _ = candidate_rings(links, suspicious, min_size=3, key_users=key_users, wrapping=suspicious[:1])
+    assert members.height == 0
