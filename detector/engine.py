@@ -885,8 +885,26 @@ class DetectionEngine:
         popularity = values.with_columns(
             pl.Series(N_ACCOUNTS, self.value_counts.counts_of(values), dtype=pl.UInt32)
         ).filter(pl.col(N_ACCOUNTS) > 0)
+        # every account that used a wrapper key, reused or not: a phrasing popular with ordinary
+        # accounts is no ring's only evidence (rings.candidate_rings, `_one_phrasing`)
+        keys = values.filter(pl.col(v.DIM) == TEMPLATE).get_column(v.VALUE)
+        key_users = pl.DataFrame(
+            {
+                v.VALUE: keys,
+                N_ACCOUNTS: pl.Series(self.key_holders.counts_of(keys.cast(pl.UInt64).to_numpy()), dtype=pl.Int64),
+            }
+        )
         members, evidence = candidate_rings(
-            links, suspicious, min_size=self.config.min_ring_size, popularity=self._with_key_holders(popularity)
+            links,
+            suspicious,
+            min_size=self.config.min_ring_size,
+            popularity=self._with_key_holders(popularity),
+            key_users=key_users,
+            # accounts sending most of their prompts in one template: a campaign's, whatever its wrapper's popularity
+            wrapping=eligible.filter(
+                (pl.col(pr.N_PROMPTS) >= self.config.min_prompts)
+                & (pl.col(pr.TOP_TEMPLATE_SHARE) >= self.config.solo_template_share)
+            ).get_column(s.ACCOUNT_ID),
         )
         members, evidence = self._with_early_rings(young, members, evidence)
         scored = (

@@ -269,6 +269,66 @@ def _own_wrappers_unlinked(held: pl.DataFrame, edges: pl.DataFrame, *, min_share
     return edges.filter(~(is_key & pl.col(s.ACCOUNT_ID).is_in(share.get_column(s.ACCOUNT_ID).implode())))
 
 
+def _one_phrasing(
+    e: pl.DataFrame,
+    members: pl.DataFrame,
+    held: pl.DataFrame,
+    key_users: pl.DataFrame,
+    *,
+    min_suspicious_share: float,
+    wrapping: pl.Series | None = None,
+) -> pl.Series:
+    """The rings of `members` (account_id, ring_id) whose members share nothing but one popular phrasing.
+
+    `e` is the edges (account_id, dim, value, _a), `held` (dim, value, _n_sus) how many suspicious
+    accounts hold each value, `key_users` (value, n_accounts) how many accounts of the population
+    used each wrapper key at all, reused or not. Wrapper keys that exactly the same members hold
+    are the bands of what they share: up to a prompt's worth of them (1 / ONCE_WEIGHT) is one
+    phrasing. A ring whose whole evidence is one phrasing, used by more accounts than are suspicious
+    (fewer than `min_suspicious_share` of its users are), is a popular question or an app's phrase
+    that a few users happened to send twice (seeds 505, 6161, 7171: rings of 3-5 app users or
+    students, 7-8 keys and nothing else in common); a campaign's members share several wrappers, a
+    wrapper and infrastructure, or a wrapper mostly suspicious accounts use (seed 6262's three heavy
+    accounts share only one, the other campaigns' too). Nor is a ring most of whose members are
+    `wrapping` (send most of their prompts in one template: a campaign wraps every question, seed
+    1202's heavy trio shares only the popular agentic wrapper; the app users sent their phrase
+    twice among 5-20 prompts). Judged per ring, not per member: a member tied to a big ring by one
+    wrapper of many is a member.
+    """
+    shared = (
+        e.join(members.select(s.ACCOUNT_ID, RING_ID), on=s.ACCOUNT_ID)
+        .group_by(RING_ID, DIM, VALUE)
+        .agg(pl.col("_a").sort().cast(pl.String).str.join(",").alias("_holders"), pl.len().alias("_m"))
+        .filter(pl.col("_m") >= 2)
+    )
+    is_key = pl.col(DIM) == TEMPLATE
+    phrasings = (
+        shared.filter(is_key)
+        .join(key_users.select(VALUE, pl.col(N_ACCOUNTS).alias("_users")), on=VALUE, how="left")
+        .join(held.select(DIM, VALUE, "_n_sus"), on=[DIM, VALUE], how="left")
+        .group_by(RING_ID, "_holders")
+        .agg(
+            pl.max_horizontal(pl.lit(1.0), pl.len() * ONCE_WEIGHT).first().alias("_p"),
+            (pl.col("_n_sus") < min_suspicious_share * pl.col("_users").fill_null(0)).all().alias("_popular"),
+        )
+    )
+    pieces = pl.concat(
+        [
+            shared.filter(~is_key)
+            .group_by(RING_ID)
+            .agg(pl.len().cast(pl.Float64).alias("_p"), pl.lit(False).alias("_popular")),
+            phrasings.select(RING_ID, "_p", "_popular"),
+        ]
+    )
+    one = pieces.group_by(RING_ID).agg(pl.col("_p").sum(), pl.col("_popular").all())
+    if wrapping is not None:
+        wraps = members.group_by(RING_ID).agg(
+            (pl.col(s.ACCOUNT_ID).is_in(wrapping.implode()).mean() >= 0.5).alias("_wraps")
+        )
+        one = one.join(wraps, on=RING_ID).filter(~pl.col("_wraps"))
+    return one.filter((pl.col("_p") <= 1.0) & pl.col("_popular")).get_column(RING_ID)
+
+
 def _evidence(edges: pl.DataFrame, members: pl.DataFrame, *, min_members: int = 1) -> pl.DataFrame:
     """(ring_id, dim, value, n_members): the values ring members share, most shared first."""
     return (
@@ -292,6 +352,8 @@ def candidate_rings(
     popularity: pl.DataFrame | None = None,
     min_wrapper_share: float = MIN_WRAPPER_SHARE,
     max_conductance: float = MAX_CONDUCTANCE,
+    key_users: pl.DataFrame | None = None,
+    wrapping: pl.Series | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group suspicious accounts into rings.
 
@@ -301,7 +363,9 @@ def candidate_rings(
     by wrapper keys only when at least `min_wrapper_share` of its own are ring evidence (see
     `_own_wrappers_unlinked`). A ring is a community of the account-value graph (weighted like
     `min_degree`), not a whole component: two campaigns bridged by a value or an account are two
-    rings (`communities`, `max_conductance`). Returns
+    rings (`communities`, `max_conductance`). With `key_users` (value, n_accounts: how many accounts
+    used each wrapper key at all), a ring sharing nothing but one popular phrasing is none, unless
+    most of its members are `wrapping` (`_one_phrasing`). Returns
     (account_id, ring_id, ring_size) for ring members and (ring_id, dim, value, n_members) —
     the shared values that tie each ring together, its evidence.
     """
@@ -374,6 +438,11 @@ def candidate_rings(
     labels = communities((half + half.T).tocsr(), customer, min_size=min_size, max_conductance=max_conductance)
     comp = accounts_of.with_columns(pl.Series("_c", labels[:n_a])).filter(pl.Series(member))
     members = _rings_of(comp, min_size=min_size)
+    if key_users is not None:
+        popular = _one_phrasing(
+            e, members, popularity, key_users, min_suspicious_share=min_suspicious_share, wrapping=wrapping
+        )
+        members = members.filter(~pl.col(RING_ID).is_in(popular.implode()))
     if members.height == 0:
         return _no_rings()
     return members, _evidence(e, members)

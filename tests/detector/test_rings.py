@@ -386,3 +386,37 @@ def test_one_prompt_in_common_with_a_switching_account_vouches_for_nobody() -> N
     assert _pairwise(holdings, min_bridge=7, concerted=["s0", "s1"], recruits=["r"]) == []
     # its two-prompt partner did not switch after a past (a candidate for long): no vouching either
     assert _pairwise(RECRUITED, min_bridge=7, concerted=["s1"], recruits=["r"]) == []
+
+
+def _phrasing_links(users: int, *, infra: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Four accounts that each sent one phrasing twice (its 8 band keys reused), and how many accounts used it."""
+    sharers = [f"u{i}" for i in range(4)]
+    keys = [f"phrase-{i}" for i in range(8)]
+    rows = [(a, TEMPLATE, k) for a in sharers for k in keys]
+    if infra:
+        rows += [(a, "user_agent", "harvester/2") for a in sharers]
+    return _links(rows), pl.DataFrame({VALUE: keys, N_ACCOUNTS: [users] * len(keys)})
+
+
+def test_a_ring_sharing_nothing_but_one_popular_phrasing_is_none() -> None:
+    # app users or students who each sent a popular question twice: one phrasing's 8 band keys and
+    # nothing else in common, the phrasing used by 40 accounts: no ring
+    links, key_users = _phrasing_links(40)
+    suspicious = pl.Series([f"u{i}" for i in range(4)])
+    members, _ = candidate_rings(links, suspicious, min_size=3, key_users=key_users)
+    assert members.height == 0
+    # a phrasing of their own (no one else used it: a campaign's wrapper) is a ring, as before
+    links, own = _phrasing_links(4)
+    members, _ = candidate_rings(links, suspicious, min_size=3, key_users=own)
+    assert members.height == 4
+    # and so is the popular phrasing with a second value in common
+    links, key_users = _phrasing_links(40, infra=True)
+    members, _ = candidate_rings(links, suspicious, min_size=3, key_users=key_users)
+    assert members.height == 4
+    # or when most members send most of their prompts in it (a campaign wrapping every question
+    # in a popular wrapper: seed 1202's heavy trio)
+    links, key_users = _phrasing_links(40)
+    members, _ = candidate_rings(links, suspicious, min_size=3, key_users=key_users, wrapping=suspicious[:2])
+    assert members.height == 4
+    members, _ = candidate_rings(links, suspicious, min_size=3, key_users=key_users, wrapping=suspicious[:1])
+    assert members.height == 0
