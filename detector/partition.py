@@ -2,7 +2,8 @@
 
 Events are deduplicated, assigned to event-time ticks and reduced, per (account, tick), to
 `TickPartials`: volume aggregates, distinct values, template and wrapper-key counts of a sample of
-the prompts, text hashes — rows per active account, not per event. The ring stage
+the prompts and the phrase keys of its targeted ones, text hashes — rows per active account, not
+per event. The ring stage
 (detector/engine.py `DetectionEngine`) merges them into the population's state, scores and links.
 Requests are partitioned by account (Kafka keys them by account_id), so an account's partials come
 from one partition, and the partitions' partials of one tick merge by concatenation
@@ -252,8 +253,8 @@ class PartitionStage:
     def _prepare(self, due: pl.DataFrame) -> list[TickPartials]:
         """Reduce several ticks' events (tagged with TICK, in (tick, ts, event_id) order) to per-tick partials.
 
-        Volume partials, distinct values, and the template and wrapper-key counts of a per-account
-        sample of each tick's prompts, exactly as each tick alone would give them.
+        Volume partials, distinct values, and the template and wrapper-key counts (and phrase keys)
+        of a per-account sample of each tick's prompts, exactly as each tick alone would give them.
         """
         lf = due.lazy()
         by = [s.ACCOUNT_ID, TICK]
