@@ -283,7 +283,6 @@ class PartitionStage:
             fp.select(*by, pl.col(pr.PHRASE_KEYS).alias(KEY), _text_key(pl.col(s.PROMPT)).alias(TEXT))
             .explode(KEY)
             .drop_nulls(KEY)
-            .unique()
         )
         # the fingerprinting is one shared subplan of these queries (collect_all caches it), so the
         # prompt texts and the rows the key counts point at come from the same evaluation

@@ -361,7 +361,7 @@ def phrase_keys(norm: pl.Series, only: pl.Series | None = None) -> pl.Series:
         .explode("_i")
         .select("_r", pl.col("_w").list.slice(pl.col("_i"), PHRASE_WORDS).list.join(" ").hash(seed=31).alias("_k"))
         .group_by("_r")
-        .agg(pl.col("_k").unique().sort())
+        .agg(pl.col("_k").unique(maintain_order=True))
     )
     joined = rows.select("_r").join(keys, on="_r", how="left", maintain_order="left")
     return joined.get_column("_k").alias(PHRASE_KEYS)
