@@ -31,6 +31,7 @@ from detector.partition import (
     OK,
     POLARS_ENGINE,
     ROW,
+    TEXT,
     PartitionStage,
     TickPartials,
     text_keys,
@@ -169,6 +170,13 @@ class DetectorConfig:
     # 54 min, two evasive members flagged earlier on 5151 and 5353, every other flag (who, when,
     # released or not) identical. None: off
     early_onset_recruit_keys: int | None = 9
+    # concerted phrases (detector/rings.py _phrase_pairs): two concerted accounts (as above) that share
+    # early_onset_phrases phrases (word shingles of the clauses of their capability-targeted prompts,
+    # features/prompts.py phrase_keys) that mostly young candidates use, and no text, link as by
+    # early_onset_keys keys: an evasive ring's paraphrased wrappers share no MinHash band for its
+    # first hour, but their clauses ("you are a strict grader"). Counted over young accounts only
+    # (at most early_max_prompts sampled prompts). None: off
+    early_onset_phrases: int | None = 3
     # a ring's evidence states its members' synchrony over this many ticks (16: 4 hours), beside
     # random pairs of the accounts active in them
     synchrony_evidence_ticks: int = 16
@@ -381,6 +389,11 @@ class DetectionEngine:
         self.features: pl.DataFrame | None = None
         self.scores = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, SCORE: pl.Float64})
         self._last_suspicious = pl.Series(s.ACCOUNT_ID, [], dtype=pl.String)
+        # the phrases of each account's sampled targeted texts, how many accounts used each, and those
+        # texts' hashes: concerted accounts' phrase links (DetectorConfig.early_onset_phrases)
+        self.phrase_counts = KeyCounts()
+        self.phrase_holders = KeyTally()
+        self.phrase_texts = KeyCounts()
         # when each account first became a young targeted candidate (tick ordinal) and whether it
         # had been active early_onset_history ticks before: the concerted-onset links' material
         self.candidate_onset = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, _ONSET: pl.Int64, _HISTORY: pl.Boolean})
@@ -453,6 +466,7 @@ class DetectionEngine:
         self.volume_state = _merge_touched(self.volume_state, part.volume, v.merge_volume_state)
         self._add_distinct(part.distinct)
         self._update_prompt_state(part.templates, part.keys, part.prompts.get_column(s.PROMPT))
+        self._note_phrases(part.phrases)
         # after the prompt state: accounts with prompts keep the indices they get there; one lookup
         # (a string join) serves the activity windows, the template rows and the template links
         active_index = self.account_index.lookup(active)
@@ -527,6 +541,45 @@ class DetectionEngine:
             # an account's first use of a key makes it one more holder of that key
             self.key_holders.add(fresh)
             self._note_examples(keys, prompts)
+
+    def _note_phrases(self, phrases: pl.DataFrame) -> None:
+        """Add a tick's phrases of sampled targeted texts (`TickPartials.phrases`) to the accounts' phrase state."""
+        if phrases.height == 0 or self.config.early_onset_phrases is None:
+            return
+        # only young accounts' phrases are ever compared (`_young_phrases`): an account past
+        # early_max_prompts sampled prompts (as of the last tick) adds none, so the state stays small
+        old = self.prompt_summary.filter(pl.col(pr.N_PROMPTS) > self.config.early_max_prompts)
+        phrases = phrases.join(old, on=s.ACCOUNT_ID, how="anti")
+        if phrases.height == 0:
+            return
+        rows = phrases.join(self.account_index.lookup(phrases.get_column(s.ACCOUNT_ID).unique()), on=s.ACCOUNT_ID)
+        idx = rows.get_column(ACCOUNT_INDEX).to_numpy()
+        ones = np.ones(rows.height, dtype=np.int64)
+        # an account's first use of a phrase makes it one more holder of that phrase
+        self.phrase_holders.add(self.phrase_counts.add_new(idx, fold_key(rows.get_column(KEY).to_numpy()), ones))
+        self.phrase_texts.add(idx, fold_key(rows.get_column(TEXT).to_numpy()), ones)
+
+    def _young_phrases(self, index: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(account_id, value) of the phrases of `index`'s accounts that can be evidence, and of their texts.
+
+        A phrase can be evidence when two or more of them used it and they are at least
+        `_EARLY_SUSPICIOUS_SHARE` of its holders (as wrapper keys, `_with_early_rings`); a text matters
+        only when two of them sent it.
+        """
+        young = index.get_column(ACCOUNT_INDEX).to_numpy()
+
+        def held(counts: KeyCounts, *, tally: KeyTally | None) -> pl.DataFrame:
+            idx, key, _ = counts.rows_for(young)
+            distinct, inverse, n_young = np.unique(key, return_inverse=True, return_counts=True)
+            useful = n_young >= 2
+            if tally is not None:
+                useful &= n_young >= _EARLY_SUSPICIOUS_SHARE * tally.counts_of(distinct)
+            keep = useful[inverse]
+            return pl.DataFrame(
+                {s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]), v.VALUE: pl.Series(key[keep], dtype=pl.UInt64)}
+            )
+
+        return held(self.phrase_counts, tally=self.phrase_holders), held(self.phrase_texts, tally=None)
 
     def _note_texts(self, texts: pl.DataFrame, index: pl.DataFrame) -> None:
         """Count the tick's distinct texts per account, and which the platform had answered before (TextNovelty).
@@ -1057,6 +1110,7 @@ class DetectionEngine:
                 .group_by(s.ACCOUNT_ID)
                 .agg(pl.col(v.VALUE).min())
             )
+            phrases, texts = self._young_phrases(index) if self.config.early_onset_phrases else (None, None)
             early, early_evidence = pairwise_rings(
                 keys,
                 popularity,
@@ -1070,6 +1124,9 @@ class DetectionEngine:
                 min_concerted_shared=self.config.early_onset_keys,
                 recruits=recruits,
                 min_recruit_shared=self.config.early_onset_recruit_keys,
+                phrases=phrases,
+                texts=texts,
+                min_concerted_phrases=self.config.early_onset_phrases,
                 flagged=pl.Series(s.ACCOUNT_ID, [a for a, f in self.flags.items() if f.active], dtype=pl.String),
                 min_suspicious_share=_EARLY_SUSPICIOUS_SHARE,
                 min_size=self.config.min_ring_size,

@@ -2,7 +2,8 @@
 
 Events are deduplicated, assigned to event-time ticks and reduced, per (account, tick), to
 `TickPartials`: volume aggregates, distinct values, template and wrapper-key counts of a sample of
-the prompts, text hashes — rows per active account, not per event. The ring stage
+the prompts and the phrase keys of its targeted ones, text hashes — rows per active account, not
+per event. The ring stage
 (detector/engine.py `DetectionEngine`) merges them into the population's state, scores and links.
 Requests are partitioned by account (Kafka keys them by account_id), so an account's partials come
 from one partition, and the partitions' partials of one tick merge by concatenation
@@ -41,6 +42,8 @@ TICK = "_tick"
 ROW = "_row"
 # how often an account's text was answered successfully in a tick (TextNovelty)
 OK = "_ok"
+# the hash of the text a phrase key was seen in (`TickPartials.phrases`)
+TEXT = "_text"
 # the customer a text's sender belongs to: its organisation, else the account itself (TextNovelty's public rule)
 CUSTOMER = "_customer"
 CODE_BITS = 3
@@ -60,7 +63,7 @@ def text_keys(texts: pl.Series) -> np.ndarray:
     return pl.select(_text_key(pl.lit(texts))).to_series().to_numpy()
 
 
-_FRAMES = ("volume", "distinct", "templates", "keys", "texts", "prompts")
+_FRAMES = ("volume", "distinct", "templates", "keys", "texts", "prompts", "phrases")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class TickPartials:
     texts: pl.DataFrame
     # (ts, event_id, prompt) of the tick's sampled prompts in event order: keys' _ROW points here
     prompts: pl.DataFrame
+    # (account_id, _KEY: phrase hash, _TEXT: the text's hash) per phrase of a sampled targeted text
+    phrases: pl.DataFrame
 
     @staticmethod
     def merge(parts: Sequence[TickPartials]) -> TickPartials:
@@ -110,6 +115,7 @@ class TickPartials:
             keys=keys.with_columns(pl.Series(ROW, new_row[keys.get_column(ROW).to_numpy()], dtype=keys.schema[ROW])),
             texts=pl.concat([p.texts for p in parts]),
             prompts=prompts[order],
+            phrases=pl.concat([p.phrases for p in parts]),
         )
 
     def to_ipc(self) -> bytes:
@@ -247,8 +253,8 @@ class PartitionStage:
     def _prepare(self, due: pl.DataFrame) -> list[TickPartials]:
         """Reduce several ticks' events (tagged with TICK, in (tick, ts, event_id) order) to per-tick partials.
 
-        Volume partials, distinct values, and the template and wrapper-key counts of a per-account
-        sample of each tick's prompts, exactly as each tick alone would give them.
+        Volume partials, distinct values, and the template and wrapper-key counts (and phrase keys)
+        of a per-account sample of each tick's prompts, exactly as each tick alone would give them.
         """
         lf = due.lazy()
         by = [s.ACCOUNT_ID, TICK]
@@ -260,6 +266,7 @@ class PartitionStage:
             cl.prompt_sample(lf, per_account=self.config.prompt_sample_per_tick, group_by=by),
             keys=True,
             wrapper_keys_only=True,
+            phrases=True,
         ).with_row_index(ROW)
         templates = pr.template_counts(fp, group_by=by).join(CAPABILITY_CODES.lazy(), on=pr.CAPABILITY)
         keys = cl.template_key_counts(fp, group_by=by, first_row=ROW)
@@ -272,10 +279,15 @@ class PartitionStage:
                 pl.col(s.ORG_ID).min().alias(CUSTOMER),
             )
         )
+        phrases = (
+            fp.select(*by, pl.col(pr.PHRASE_KEYS).alias(KEY), _text_key(pl.col(s.PROMPT)).alias(TEXT))
+            .explode(KEY)
+            .drop_nulls(KEY)
+        )
         # the fingerprinting is one shared subplan of these queries (collect_all caches it), so the
         # prompt texts and the rows the key counts point at come from the same evaluation
-        volume_df, distinct_df, templates_df, keys_df, prompts_df, texts_df = pl.collect_all(
-            [volume, distinct, templates, keys, fp.select(TICK, s.TS, s.EVENT_ID, s.PROMPT), texts],
+        volume_df, distinct_df, templates_df, keys_df, prompts_df, texts_df, phrases_df = pl.collect_all(
+            [volume, distinct, templates, keys, fp.select(TICK, s.TS, s.EVENT_ID, s.PROMPT), texts, phrases],
             engine=POLARS_ENGINE,
         )
         tid = fold_key(templates_df.get_column(pr.TEMPLATE_ID).to_numpy())
@@ -298,8 +310,8 @@ class PartitionStage:
             empty = df.clear().drop(TICK)
             return lambda tick: parts.get(tick, empty)
 
-        volume_of, distinct_of, templates_of, keys_of, texts_of, prompts_of = (
-            per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df, texts_df, prompts_df)
+        volume_of, distinct_of, templates_of, keys_of, texts_of, prompts_of, phrases_of = (
+            per_tick(df) for df in (volume_df, distinct_df, templates_df, keys_df, texts_df, prompts_df, phrases_df)
         )
         return [
             TickPartials(
@@ -312,6 +324,7 @@ class PartitionStage:
                 keys=keys_of(tick),
                 texts=texts_of(tick),
                 prompts=prompts_of(tick),
+                phrases=phrases_of(tick),
             )
             for (tick,), events in due.partition_by(TICK, as_dict=True, maintain_order=True).items()
         ]

@@ -462,6 +462,9 @@ def pairwise_rings(
     min_concerted_shared: int | None = None,
     recruits: pl.Series | None = None,
     min_recruit_shared: int | None = None,
+    phrases: pl.DataFrame | None = None,
+    texts: pl.DataFrame | None = None,
+    min_concerted_phrases: int | None = None,
     flagged: pl.Series | None = None,
     min_suspicious_share: float = 0.5,
     min_size: int = 3,
@@ -489,11 +492,22 @@ def pairwise_rings(
     two such accounts are linked by that many keys when the link closes a triangle of such links and
     neither or both of them are already `flagged` (see `_concerted_links`). With `recruits` (accounts
     whose candidacy began lately without a past) and `min_recruit_shared`, a recruit sharing that many
-    keys with a `concerted` account counts as concerted too (see `_vouched_recruits`).
+    keys with a `concerted` account counts as concerted too (see `_vouched_recruits`). With `phrases`
+    (account_id, value: the phrases of their targeted texts that can be evidence), `texts`
+    (account_id, value: those texts' hashes) and `min_concerted_phrases`, two concerted accounts
+    sharing that many phrases and no text are linked as if by `min_concerted_shared` keys (see
+    `_phrase_pairs`).
     Returns (account_id, ring_id, ring_size) and (ring_id, dim, value, n_members) like
     `candidate_rings`.
     """
     keys = keys.select(s.ACCOUNT_ID, VALUE).unique()
+    use_phrases = (
+        phrases is not None
+        and texts is not None
+        and min_concerted_phrases is not None
+        and concerted is not None
+        and min_concerted_shared is not None
+    )
     held = (
         keys.group_by(VALUE)
         .agg(pl.len().alias("_n_sus"))
@@ -501,17 +515,26 @@ def pairwise_rings(
         .filter((pl.col("_n_sus") >= 2) & (pl.col("_n_sus") >= min_suspicious_share * pl.col(N_ACCOUNTS)))
     )
     edges = keys.join(held.select(VALUE), on=VALUE)
-    if edges.height == 0:
+    phrased = phrases.select(s.ACCOUNT_ID, VALUE).unique() if use_phrases and phrases is not None else None
+    if edges.height == 0 and (phrased is None or phrased.height == 0):
         return _no_rings()
-    a_index = edges.select(s.ACCOUNT_ID).unique().sort(s.ACCOUNT_ID).with_row_index("_a")
+    accounts = [edges.select(s.ACCOUNT_ID), *([phrased.select(s.ACCOUNT_ID)] if phrased is not None else [])]
+    a_index = pl.concat(accounts).unique().sort(s.ACCOUNT_ID).with_row_index("_a")
     v_index = edges.select(VALUE).unique().sort(VALUE).with_row_index("_v")
     e = edges.join(a_index, on=s.ACCOUNT_ID).join(v_index, on=VALUE)
     n_a = a_index.height
-    incidence = csr_matrix(
-        (np.ones(e.height), (e.get_column("_a").to_numpy(), e.get_column("_v").to_numpy())),
-        shape=(n_a, v_index.height),
-    )
+    incidence = _incidence(e.get_column("_a").to_numpy(), e.get_column("_v").to_numpy(), n_a)
     shared = (incidence @ incidence.T).tocoo()
+    # the weight a concerted link counts with: its shared keys, or min_concerted_shared for a phrase link
+    weight = shared.data
+    if phrased is not None and texts is not None and min_concerted_phrases is not None:
+        by_phrase = _phrase_pairs(phrased, texts, a_index, min_shared=min_concerted_phrases)
+        # the pairs of either kind as one structure (a phrase-only pair shares 0 keys)
+        union = (shared.tocsr() + by_phrase).tocoo()
+        keyed = _entries(shared.tocsr(), union.row, union.col)
+        is_phrase = _entries(by_phrase, union.row, union.col) > 0
+        shared = coo_matrix((keyed, (union.row, union.col)), shape=(n_a, n_a))
+        weight = np.where(is_phrase, np.maximum(keyed, min_concerted_shared or 0), keyed)
     pair = (shared.row < shared.col) & (shared.data >= min_shared)
     partnered = np.zeros(n_a, dtype=bool)
     partnered[shared.row[pair]] = True
@@ -534,11 +557,12 @@ def pairwise_rings(
         if recruits is not None and min_recruit_shared is not None:
             fresh |= _vouched_recruits(shared, fresh, ids.is_in(recruits.implode()).to_numpy(), min_recruit_shared)
         is_flagged = ids.is_in(flagged.implode()).to_numpy() if flagged is not None else np.zeros(n_a, dtype=bool)
-        pair |= _concerted_links(shared, fresh, is_flagged, min_shared=min_concerted_shared)
+        concert = coo_matrix((weight, (shared.row, shared.col)), shape=(n_a, n_a))
+        pair |= _concerted_links(concert, fresh, is_flagged, min_shared=min_concerted_shared)
     if not pair.any():
         return _no_rings()
     # two accounts sharing many keys are tied more closely than two sharing a prompt's worth
-    half = coo_matrix((shared.data[pair], (shared.row[pair], shared.col[pair])), shape=(n_a, n_a))
+    half = coo_matrix((weight[pair], (shared.row[pair], shared.col[pair])), shape=(n_a, n_a))
     linked = np.zeros(n_a, dtype=bool)
     linked[shared.row[pair]] = True
     linked[shared.col[pair]] = True
@@ -554,6 +578,43 @@ def pairwise_rings(
     if members.height == 0:
         return _no_rings()
     return members, _evidence(e.with_columns(pl.lit(TEMPLATE).alias(DIM)), members, min_members=2)
+
+
+def _incidence(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> csr_matrix:
+    """A 0/1 account-by-value matrix of the (row, col) pairs (distinct pairs)."""
+    n_cols = int(cols.max()) + 1 if cols.size else 0
+    return csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_rows, n_cols))
+
+
+def _entries(matrix: csr_matrix, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """The values of `matrix` at (row, col), zeros where it holds none."""
+    if row.size == 0:
+        return np.zeros(0)
+    return np.asarray(matrix[row, col]).ravel()
+
+
+def _phrase_pairs(phrases: pl.DataFrame, texts: pl.DataFrame, a_index: pl.DataFrame, *, min_shared: int) -> csr_matrix:
+    """Pairs of `a_index` accounts (0/1, both orders) sharing `min_shared` or more `phrases` and no `texts`.
+
+    An evasive ring's paraphrased wrappers match no MinHash band for its first hour (each request a
+    fresh random template of its family, typos and homoglyphs on top), but its members' wrappers
+    share whole clauses ("you are a strict grader"); look-alikes share clauses mostly by sending the
+    same text (a corpus question, an app's fixed prompt), which says nothing of a ring, so a pair that
+    shares a text is no phrase link at all.
+    """
+    n_a = a_index.height
+
+    def matrix(rows: pl.DataFrame) -> csr_matrix:
+        e = rows.select(s.ACCOUNT_ID, VALUE).unique().join(a_index, on=s.ACCOUNT_ID)
+        codes = e.get_column(VALUE).rank("dense").cast(pl.Int64).to_numpy() - 1
+        return _incidence(e.get_column("_a").to_numpy(), codes, n_a)
+
+    by_phrase, by_text = matrix(phrases), matrix(texts)
+    shared = (by_phrase @ by_phrase.T).tocoo()
+    common_text = by_text @ by_text.T
+    ok = (shared.row != shared.col) & (shared.data >= min_shared)
+    ok &= _entries(common_text.tocsr(), shared.row, shared.col) == 0
+    return csr_matrix((np.ones(int(ok.sum())), (shared.row[ok], shared.col[ok])), shape=(n_a, n_a))
 
 
 def _co_active_links(

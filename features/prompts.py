@@ -66,6 +66,13 @@ PROMPT_END_CHARS = 512  # characters kept from each end of a long prompt
 TEMPLATE_ID = "template_id"
 TEMPLATE_KEYS = "template_keys"
 CAPABILITY = "capability"
+PHRASE_KEYS = "phrase_keys"
+
+# Phrases are word shingles of clauses (text between punctuation or line breaks) of this many words:
+# a wrapper's sentences ("you are a strict grader"), not a lone word or a whole paragraph
+PHRASE_MIN_WORDS = 3
+PHRASE_MAX_WORDS = 16
+PHRASE_WORDS = 4
 
 # Capabilities (values of CAPABILITY), in match priority order, then the fallback.
 REASONING = "reasoning"
@@ -329,8 +336,46 @@ def prompt_capability(expr: pl.Expr) -> pl.Expr:
     )
 
 
-def _hash_distinct(df: pl.DataFrame, *, keys: bool, wrapper_only: bool = False) -> pl.DataFrame:
-    """Template id (and band keys) of each row's normalised text (column _NORM); null where no words."""
+def phrase_keys(norm: pl.Series, only: pl.Series | None = None) -> pl.Series:
+    """Distinct 64-bit hashes of the word PHRASE_WORDS-shingles within each clause of normalised prompts.
+
+    With `only` (booleans), of those rows alone: the others are null.
+
+    Clauses (text between punctuation or line breaks) of PHRASE_MIN_WORDS to PHRASE_MAX_WORDS words:
+    a wrapper's sentences, not a paragraph of content; a clause shorter than a shingle is one key.
+    Shingles, not whole clauses: a paraphrase swaps a word, a typo breaks one, and the rest of the
+    clause still matches (seeds 1303 and 3033: an evasive ring's members share 3-13 shingles in the
+    first hour, 0-3 whole clauses).
+    """
+    rows = pl.DataFrame({"_r": pl.int_range(norm.len(), eager=True, dtype=pl.UInt32), "_n": norm})
+    words = (
+        (rows if only is None else rows.filter(only))
+        .select("_r", pl.col("_n").str.replace_all(r"[.!?;:,]+", "\n").str.split("\n").alias("_w"))
+        .explode("_w")
+        .select("_r", pl.col("_w").str.strip_chars().str.split(" "))
+        .filter(pl.col("_w").list.len().is_between(PHRASE_MIN_WORDS, PHRASE_MAX_WORDS))
+    )
+    starts = pl.int_ranges(0, pl.max_horizontal(pl.col("_w").list.len() - (PHRASE_WORDS - 1), 1))
+    keys = (
+        words.with_columns(starts.alias("_i"))
+        .explode("_i")
+        .select("_r", pl.col("_w").list.slice(pl.col("_i"), PHRASE_WORDS).list.join(" ").hash(seed=31).alias("_k"))
+        .group_by("_r")
+        .agg(pl.col("_k").unique(maintain_order=True))
+    )
+    joined = rows.select("_r").join(keys, on="_r", how="left", maintain_order="left")
+    return joined.get_column("_k").alias(PHRASE_KEYS)
+
+
+def _targeted_phrase_keys(df: pl.DataFrame) -> pl.Series:
+    """`phrase_keys` of the rows (_NORM, CAPABILITY) whose prompt targets a capability, null for the others."""
+    return phrase_keys(df.get_column(_NORM), (df.get_column(CAPABILITY) != OTHER).fill_null(False))
+
+
+def _hash_distinct(df: pl.DataFrame, *, keys: bool, wrapper_only: bool = False, phrases: bool = False) -> pl.DataFrame:
+    """Template id (band keys, phrase keys) of each row's normalised text (column _NORM); null where no words."""
+    if phrases:
+        df = df.with_columns(_targeted_phrase_keys(df))
     valid, tid, band_keys, side = _minhash.hash_skeletons(df.get_column(_NORM).to_arrow(), chosen_only=wrapper_only)
     if wrapper_only:
         # keep the bands of the side chosen as the wrapper: the other side is content, and content
@@ -359,11 +404,18 @@ def _hash_distinct(df: pl.DataFrame, *, keys: bool, wrapper_only: bool = False) 
 
 
 def prompt_fingerprints(
-    lf: pl.LazyFrame, *, prompt_col: str = s.PROMPT, keys: bool = False, wrapper_keys_only: bool = False
+    lf: pl.LazyFrame,
+    *,
+    prompt_col: str = s.PROMPT,
+    keys: bool = False,
+    wrapper_keys_only: bool = False,
+    phrases: bool = False,
 ) -> pl.LazyFrame:
-    """Add TEMPLATE_ID (UInt64), CAPABILITY (and TEMPLATE_KEYS when `keys`) to every event.
+    """Add TEMPLATE_ID (UInt64), CAPABILITY (TEMPLATE_KEYS when `keys`, PHRASE_KEYS when `phrases`) to every event.
 
-    Work is done once per distinct prompt text of the frame, then joined back; row order is kept."""
+    Work is done once per distinct prompt text of the frame, then joined back; row order is kept.
+    PHRASE_KEYS (`phrase_keys`) are of capability-targeted prompts only (null for others): the
+    phrases a harvester's paraphrased wrappers share."""
     schema: dict[str, pl.DataType] = {
         prompt_col: pl.String(),
         TEMPLATE_ID: pl.UInt64(),
@@ -371,6 +423,8 @@ def prompt_fingerprints(
     }
     if keys:
         schema[TEMPLATE_KEYS] = pl.List(pl.UInt64())
+    if phrases:
+        schema[PHRASE_KEYS] = pl.List(pl.UInt64())
     distinct = (
         lf.select(pl.col(prompt_col))
         .filter(pl.col(prompt_col).is_not_null())
@@ -378,7 +432,9 @@ def prompt_fingerprints(
         .with_columns(normalised_prompt(prompt_ends(pl.col(prompt_col))).alias(_NORM))
         .with_columns(prompt_capability(pl.col(_NORM)).alias(CAPABILITY))
         .map_batches(
-            lambda df: _hash_distinct(df, keys=keys, wrapper_only=wrapper_keys_only).select(list(schema)),
+            lambda df: _hash_distinct(df, keys=keys, wrapper_only=wrapper_keys_only, phrases=phrases).select(
+                list(schema)
+            ),
             schema=schema,
         )
         .with_columns(pl.when(pl.col(TEMPLATE_ID).is_null()).then(None).otherwise(pl.col(CAPABILITY)).alias(CAPABILITY))

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from core import schema as s
 from detector.engine import MODEL_FEATURES, DetectionEngine, DetectorConfig, Flag
 from detector.model import AccountEnsemble
+from detector.partition import KEY, TEXT
 from detector.rings import candidate_rings
 from features import synchrony as sy
 
@@ -715,3 +716,30 @@ def test_a_recent_onset_without_a_past_is_a_recruit() -> None:
     assert engine._concerted(index, with_past=False).to_list() == ["fresh"]
     engine.last_tick = start + STEP * CONFIG.early_onset_ticks
     assert engine._concerted(index, with_past=False).to_list() == []
+
+
+def test_young_phrases_are_the_rare_ones_young_candidates_share() -> None:
+    # concerted phrase links' material: a phrase two young accounts used, most of whose holders are
+    # young (a ring's wrapper clause), not one an app's many users send; a text two of them sent
+    engine = DetectionEngine(CONFIG)
+    users = [f"user{i}" for i in range(4)]
+    rows = [
+        ("y0", 1, 10),
+        ("y1", 1, 11),
+        ("y0", 2, 10),
+        ("y1", 2, 12),
+        ("y0", 3, 13),  # y0's alone: says nothing of a pair
+        ("y1", 4, 10),  # text 10, sent by both
+        *((a, 2, 20 + i) for i, a in enumerate(users)),  # phrase 2: mostly older accounts'
+    ]
+    # hashes are stored folded to their top bits: spread the small ids over the top of the range
+    rows = [(a, k << 40, t << 40) for a, k, t in rows]
+    phrases = pl.DataFrame(rows, schema={s.ACCOUNT_ID: pl.String, KEY: pl.UInt64, TEXT: pl.UInt64}, orient="row")
+    engine.account_index.lookup(phrases.get_column(s.ACCOUNT_ID).unique(maintain_order=True))
+    engine._note_phrases(phrases)
+    young = engine.account_index.lookup(pl.Series(s.ACCOUNT_ID, ["y0", "y1"]))
+    held, texts = engine._young_phrases(young)
+    assert sorted(held.get_column(s.ACCOUNT_ID).to_list()) == ["y0", "y1"]
+    assert held.get_column("value").n_unique() == 1  # phrase 1 only
+    assert sorted(texts.get_column(s.ACCOUNT_ID).to_list()) == ["y0", "y1"]
+    assert texts.get_column("value").n_unique() == 1  # text 10

@@ -6,6 +6,7 @@ import itertools
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -106,6 +107,21 @@ def test_partitions_merged_decide_as_one_engine(cuts: list[int], n: int) -> None
     # evidence quotes the same example prompts: a key's example is its earliest sampled prompt
     assert split.key_examples == one.key_examples
     assert split.volume_state.sort(s.ACCOUNT_ID).equals(one.volume_state.sort(s.ACCOUNT_ID))
+    # the concerted phrase links' material: the same phrases and texts per account, the same holders
+    assert phrases_of(split) == phrases_of(one)
+
+
+def phrases_of(engine: DetectionEngine) -> tuple[set[tuple[str, int, int]], set[tuple[str, int, int]], list[int]]:
+    """(account, phrase, count) and (account, text, count) of the engine's phrase state, and each phrase's holders."""
+    idx = np.arange(len(engine.account_index))
+    out = []
+    for counts in (engine.phrase_counts, engine.phrase_texts):
+        rows, key, n = counts.rows_for(idx)
+        ids = engine.account_index.ids_of(rows).to_list()
+        out.append(set(zip(ids, key.tolist(), n.tolist(), strict=True)))
+    keys = np.unique(engine.phrase_counts.rows_for(idx)[1])
+    assert keys.size  # the scenario's harvesters have phrases to compare
+    return out[0], out[1], engine.phrase_holders.counts_of(keys).tolist()
 
 
 def test_a_late_event_in_a_quiet_partition_goes_to_the_next_tick_to_run() -> None:

@@ -77,11 +77,21 @@ def _pairwise(
     concerted: list[str] | None = None,
     flagged: list[str] | None = None,
     recruits: list[str] | None = None,
+    phrases: dict[str, list[str]] | None = None,
+    texts: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """Members of the early rings of young targeted accounts holding `holdings` (account -> wrapper keys).
 
-    `windows`: each account's activity mask (bit i: active i ticks ago), for the co-activity links.
+    `windows`: each account's activity mask (bit i: active i ticks ago), for the co-activity links;
+    `phrases` and `texts` (account -> phrases, texts), for the concerted phrase links.
     """
+
+    def rows(held: dict[str, list[str]] | None) -> pl.DataFrame | None:
+        if held is None:
+            return None
+        pairs = [(a, k) for a, ks in held.items() for k in ks]
+        return pl.DataFrame(pairs, schema={"account_id": pl.String, VALUE: pl.String}, orient="row")
+
     keys = pl.DataFrame([(a, k) for a, ks in holdings.items() for k in ks], schema=["account_id", VALUE], orient="row")
     # every key is held only by these young targeted accounts: all of them are evidence
     popularity = keys.group_by(VALUE).agg(pl.len().alias(N_ACCOUNTS))
@@ -106,6 +116,9 @@ def _pairwise(
         flagged=None if flagged is None else pl.Series("account_id", flagged, dtype=pl.String),
         recruits=None if recruits is None else pl.Series("account_id", recruits, dtype=pl.String),
         min_recruit_shared=9,
+        phrases=rows(phrases),
+        texts=rows(texts if texts is not None else {}),
+        min_concerted_phrases=3,
         min_size=3,
     )
     return sorted(members.get_column("account_id").to_list())
@@ -420,3 +433,31 @@ def test_a_ring_sharing_nothing_but_one_popular_phrasing_is_none() -> None:
     assert members.height == 4
     members, _ = candidate_rings(links, suspicious, min_size=3, key_users=key_users, wrapping=suspicious[:1])
     assert members.height == 0
+
+
+# an evasive ring's first hour: three switching accounts whose paraphrased wrappers share no band key,
+# but each pair shares three phrases of the family's clauses, each in a different text of its own
+PHRASED = {f"e{i}": [f"e{i}-own-{j}" for j in range(8)] for i in range(3)}
+CLAUSES = {f"e{i}": ["you are a strict", "are a strict grader", "compare it with an"] for i in range(3)}
+OWN_TEXTS = {f"e{i}": [f"e{i}-text-{j}" for j in range(3)] for i in range(3)}
+
+
+def test_concerted_accounts_sharing_phrases_and_no_text_are_a_ring() -> None:
+    trio = ["e0", "e1", "e2"]
+    assert _pairwise(PHRASED, min_bridge=7, concerted=trio) == []
+    assert _pairwise(PHRASED, min_bridge=7, concerted=trio, phrases=CLAUSES, texts=OWN_TEXTS) == trio
+    # the phrase links are concerted links: accounts that did not switch together link by none
+    assert _pairwise(PHRASED, min_bridge=7, concerted=["e0", "e1"], phrases=CLAUSES, texts=OWN_TEXTS) == []
+    # two phrases in common are a coincidence of phrasing, not a ring's wrapper vocabulary
+    two = {a: c[:2] for a, c in CLAUSES.items()}
+    assert _pairwise(PHRASED, min_bridge=7, concerted=trio, phrases=two, texts=OWN_TEXTS) == []
+
+
+def test_accounts_sending_the_same_text_are_no_phrase_link() -> None:
+    # look-alikes share phrases by sending one text (a corpus question, an app's prompt): that pair
+    # is no phrase link, and the other two links close no triangle
+    trio = ["e0", "e1", "e2"]
+    same = {**OWN_TEXTS, "e0": [*OWN_TEXTS["e0"], "homework"], "e1": [*OWN_TEXTS["e1"], "homework"]}
+    assert _pairwise(PHRASED, min_bridge=7, concerted=trio, phrases=CLAUSES, texts=same) == []
+    # nor does a phrase link tie a newcomer to a flagged ring (as the key-based concerted links)
+    assert _pairwise(PHRASED, min_bridge=7, concerted=trio, phrases=CLAUSES, texts=OWN_TEXTS, flagged=["e0"]) == []

@@ -609,3 +609,26 @@ def test_hashing_only_the_wrapper_side_gives_the_same_ids_and_wrapper_keys() -> 
     wrapper = np.where(side, full[2][:, half:], full[2][:, :half])
     assert np.array_equal(wrapper, np.where(side, chosen[2][:, half:], chosen[2][:, :half]))
     assert set(full[3].tolist()) == {0, 1}  # both sides chosen somewhere: both branches are tested
+
+
+def test_phrase_keys_are_a_targeted_prompts_clause_shingles_through_noise() -> None:
+    # two paraphrased wrappers of one family around different questions share their common clauses'
+    # shingles, whatever the case, homoglyphs and spacing; short clauses and untargeted prompts give none
+    prompts = [
+        "You are a strict grader. Grade the answer against an ideal one.\n\nQuestion: How many moons does Mars have?",
+        "Sсore the answer from 1 to 10, then justify.  YOU ARE A STRICT GRADER.\n\nQuestion: Why is the sky blue?",
+        "Tell me a joke about cats. Please.",
+    ]
+    fp = P.prompt_fingerprints(pl.LazyFrame({s.PROMPT: prompts}), phrases=True).collect()
+    keys = fp.get_column(P.PHRASE_KEYS).to_list()
+    assert fp.get_column(P.CAPABILITY).to_list()[:2] == [P.RUBRIC_GRADING, P.RUBRIC_GRADING]
+    shared = set(keys[0]) & set(keys[1])
+    assert len(shared) == 2  # "you are a strict", "are a strict grader"
+    # shingles of each clause, not across clauses: 2 + 4 + 3 and 4 + 2 + 2 ("then justify" is too short)
+    assert len(keys[0]) == 9 and len(keys[1]) == 8
+    assert keys[2] is None
+    # a typo breaks the shingles holding the word, not the clause's others
+    typo = P.phrase_keys(pl.Series(["grade the answer against an ideal one", "grade the answr against an ideal one"]))
+    assert len(set(typo[0]) & set(typo[1])) == 1  # "against an ideal one"
+    # without `phrases`, the fingerprints are as before
+    assert P.PHRASE_KEYS not in P.prompt_fingerprints(pl.LazyFrame({s.PROMPT: prompts})).collect().columns
