@@ -281,10 +281,7 @@ class PartitionStage:
             )
         )
         if self.config.early_onset_phrases is None:
-            phrases = fp.select(
-                *by, pl.lit(None, dtype=pl.UInt64).alias(KEY), pl.lit(None, dtype=pl.UInt64).alias(TEXT)
-            )
-            phrases = phrases.clear()
+            phrases = pl.LazyFrame(schema={s.ACCOUNT_ID: pl.String, TICK: s.TS_DTYPE, KEY: pl.UInt64, TEXT: pl.UInt64})
         else:
             phrases = (
                 fp.select(*by, pl.col(pr.PHRASE_KEYS).alias(KEY), _text_key(pl.col(s.PROMPT)).alias(TEXT))
