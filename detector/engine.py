@@ -381,6 +381,8 @@ class DetectionEngine:
         # the per-event stage (dedupe, ticks, partials), driven by this engine in one process
         self.partition = PartitionStage(config)
         self.last_tick: datetime | None = None
+        # links from account events not yet applied: a tick applies those before it (`_apply_account_events`)
+        self.pending_links = pl.DataFrame(schema={s.TS: s.TS_DTYPE, **v.DISTINCT_STATE_SCHEMA})
         self.model: AccountEnsemble | None = None
         self.fitted_at: datetime | None = None
         self.fitted_population = 0
@@ -429,9 +431,24 @@ class DetectionEngine:
         return self.partition.last_ts
 
     def add_account_events(self, accounts: pl.DataFrame) -> None:
-        """Enrich the linking state with account metadata (payment instrument, signup network, e-mail)."""
-        links = v.account_links(accounts.lazy()).unique().collect(engine=POLARS_ENGINE)
-        self._add_distinct(links)
+        """Queue account metadata (payment instrument, signup network, e-mail): it links from the next tick on.
+
+        Applied in event time, as requests are: a tick at T knows the account events with ts < T,
+        whether they came from a file read at the start or from a topic read as the stream goes, so
+        replay and streaming link the same accounts at the same tick.
+        """
+        links = v.account_links(accounts.lazy(), carry=(s.TS,)).select(list(self.pending_links.schema))
+        self.pending_links = pl.concat([self.pending_links, links.collect(engine=POLARS_ENGINE)])
+
+    def _apply_account_events(self, tick: datetime) -> None:
+        """Add the queued account links with ts < `tick` to the linking state."""
+        due = pl.col(s.TS) < tick
+        links = self.pending_links.filter(due)
+        if links.height == 0:
+            return
+        self.pending_links = self.pending_links.filter(~due)
+        # one canonical order, so the state's rows are the same whatever order the events came in
+        self._add_distinct(links.drop(s.TS).unique().sort(pl.all()))
 
     def _tick_no(self, tick: datetime) -> int:
         return sy.tick_number(tick, self._step)
@@ -461,6 +478,7 @@ class DetectionEngine:
     def _run_tick(self, part: TickPartials) -> TickOutcome:
         """Update the state with one tick's partials, score, link and flag."""
         tick = self.last_tick = part.tick
+        self._apply_account_events(tick)
         active = part.active
         is_active = pl.col(s.ACCOUNT_ID).is_in(active.implode())
         self.volume_state = _merge_touched(self.volume_state, part.volume, v.merge_volume_state)

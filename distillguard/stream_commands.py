@@ -43,8 +43,12 @@ def consume(
     ] = None,
     accounts: Annotated[
         Path | None,
-        typer.Option(help="Account events file (CONTRACT.md section 2) for enrichment."),
+        typer.Option(help="Account events file (CONTRACT.md section 2) for enrichment, read at the start."),
     ] = None,
+    accounts_topic: Annotated[
+        str,
+        typer.Option(help="Topic of account events (CONTRACT.md section 2), read as the stream goes; '' for none."),
+    ] = "account-events",
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port (/metrics).")] = None,
     metrics_host: Annotated[str, typer.Option(help="Interface for the metrics endpoint.")] = "127.0.0.1",
     dlq_topic: Annotated[str | None, typer.Option(help="Dead-letter topic (default: <topic>.dlq).")] = None,
@@ -78,13 +82,15 @@ def consume(
         stop_at_end=stop_at_end,
         report_path=report,
         accounts=accounts,
+        accounts_topic=accounts_topic or None,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         dlq_topic=dlq_topic,
         decisions_topic=decisions_topic or None,
         checkpoint_interval_s=checkpoint_interval,
     )
-    console.print(f"consuming {topic} as group {group} from {settings.kafka_bootstrap}; Ctrl-C stops it")
+    topics = " and ".join(options.topics)
+    console.print(f"consuming {topics} as group {group} from {settings.kafka_bootstrap}; Ctrl-C stops it")
     with _fail_cleanly(), _broker_errors(settings.kafka_bootstrap):
         result = run_consume(settings, options)
     _print_summary(result.report)

@@ -190,18 +190,22 @@ ORG = "org"
 ACCOUNT_DIMS = (PAYMENT, SIGNUP_PREFIX, EMAIL_SHAPE, ORG)
 
 
-def account_links(accounts: pl.LazyFrame) -> pl.LazyFrame:
-    """Distinct (account, dimension, value) triples from account events (CONTRACT.md section 2)."""
+def account_links(accounts: pl.LazyFrame, *, carry: tuple[str, ...] = ()) -> pl.LazyFrame:
+    """Distinct (account, dimension, value) triples from account events (CONTRACT.md section 2).
+
+    `carry`: columns of the events kept beside each triple (e.g. `ts`, to apply them in event time).
+    """
+    keep = [s.ACCOUNT_ID, *carry]
     parts = [
-        accounts.select(s.ACCOUNT_ID, pl.lit(PAYMENT).alias(DIM), pl.col(s.PAYMENT_FINGERPRINT).alias(VALUE)),
-        accounts.select(s.ACCOUNT_ID, pl.lit(SIGNUP_PREFIX).alias(DIM), ip_prefix(pl.col(s.SIGNUP_IP)).alias(VALUE)),
+        accounts.select(*keep, pl.lit(PAYMENT).alias(DIM), pl.col(s.PAYMENT_FINGERPRINT).alias(VALUE)),
+        accounts.select(*keep, pl.lit(SIGNUP_PREFIX).alias(DIM), ip_prefix(pl.col(s.SIGNUP_IP)).alias(VALUE)),
         # domain and local-part shape together: one alone is shared by millions of honest users
         accounts.select(
-            s.ACCOUNT_ID,
+            *keep,
             pl.lit(EMAIL_SHAPE).alias(DIM),
             (pl.col(s.EMAIL_LOCAL_SHAPE) + pl.lit("@") + pl.col(s.EMAIL_DOMAIN)).alias(VALUE),
         ),
-        accounts.select(s.ACCOUNT_ID, pl.lit(ORG).alias(DIM), pl.col(s.ORG_ID).alias(VALUE)),
+        accounts.select(*keep, pl.lit(ORG).alias(DIM), pl.col(s.ORG_ID).alias(VALUE)),
     ]
     return pl.concat(parts).drop_nulls(VALUE).unique()
 

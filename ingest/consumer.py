@@ -10,6 +10,11 @@ partition + counts, one atomic file per group) is what makes a restart after SIG
 exactly where the state stands: on assignment every partition is sought to the checkpoint's
 offset, whatever Kafka had committed. Checkpoints are taken with the two stages level.
 
+Account events (CONTRACT.md section 2) come from their own topic in the same group, as the stream
+goes: the engine applies them in event time (a tick at T knows those with ts < T), and an
+account-events partition that is behind holds the watermark back as a request partition does, so
+a tick runs only once the account events before it are in, whatever order the fetches came in.
+
 A database failure drops the batch ahead, rolls the state back to the last checkpoint, seeks back
 to its offsets and retries with exponential back-off, committing nothing meanwhile. One worker per
 group is assumed (the checkpoint holds the whole engine); running the partition stage in workers
@@ -57,7 +62,7 @@ from detector.publisher import (
     tick_decisions,
 )
 from detector.report import EventCounts, write_report
-from ingest.contract import EVENTS, LazyPositions, ValidatedBatch, decode_records
+from ingest.contract import ACCOUNT_EVENTS, EVENTS, LazyPositions, RecordKind, ValidatedBatch, decode_records
 from ingest.kafka_io import KafkaDeadLetter, parse_position, position, producer_config, servers
 from ingest.metrics import MetricsServer, StreamMetrics
 from ingest.pipeline import Pipeline
@@ -66,9 +71,13 @@ from ingest.replay import detector_config, load_account_events
 log = logging.getLogger(__name__)
 
 # bumped when the checkpoint's layout changes; the engine's own state is checked field by field
-CHECKPOINT_VERSION = 2
+# (3: offsets and event times keyed by (topic, partition), for the account-events topic)
+CHECKPOINT_VERSION = 3
 # a watermark before any event: buffers a batch without running a tick
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# a partition of one of the subscribed topics: (topic, partition number)
+Part = tuple[str, int]
 
 
 @dataclass
@@ -80,6 +89,8 @@ class ConsumeOptions:
     stop_at_end: bool = False
     report_path: Path | None = None
     accounts: Path | None = None
+    # account events read as the stream goes (None: only the --accounts file, if any)
+    accounts_topic: str | None = "account-events"
     dlq_topic: str | None = None
     decisions_topic: str | None = "account-decisions"
     metrics_port: int | None = None
@@ -95,6 +106,11 @@ class ConsumeOptions:
     @property
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.topic}.dlq"
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics the worker subscribes to."""
+        return [self.topic, *([self.accounts_topic] if self.accounts_topic else [])]
 
 
 @dataclass
@@ -114,8 +130,8 @@ class ConsumeResult:
 class _State:
     """Everything the checkpoint holds besides the engine, mutable between checkpoints."""
 
-    offsets: dict[int, int] = field(default_factory=dict)
-    latest_ts: dict[int, datetime] = field(default_factory=dict)
+    offsets: dict[Part, int] = field(default_factory=dict)
+    latest_ts: dict[Part, datetime] = field(default_factory=dict)
     published: dict[str, str] = field(default_factory=dict)
 
 
@@ -123,9 +139,9 @@ class _State:
 class _Taken:
     """A polled batch taken into the state (offsets advanced), before its partition stage."""
 
-    records: dict[int, list[Any]]
+    records: dict[Part, list[Any]]
     # assigned partitions not at their end when it was polled: they hold the watermark back
-    open_partitions: list[int]
+    open_partitions: list[Part]
     polled_at: float
 
 
@@ -136,6 +152,8 @@ class _Prepared:
     taken: _Taken
     batch: ValidatedBatch
     partials: list[TickPartials]
+    # the batch's records from the account-events topic, validated
+    accounts: ValidatedBatch | None = None
 
 
 def checkpoint_path(settings: Settings, group: str) -> Path:
@@ -202,7 +220,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
             self.worker.mark_committed(offsets)
             log.info(
                 "offsets committed on revoke",
-                extra={"partitions": sorted(tp.partition for tp in offsets)},
+                extra={"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in offsets)},
             )
         except KafkaError as exc:
             # the checkpoint still holds these offsets: whoever resumes it seeks there
@@ -214,7 +232,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         log.warning(
             "partitions lost (evicted from the group)",
-            extra={"partitions": sorted(tp.partition for tp in lost)},
+            extra={"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in lost)},
         )
 
 
@@ -237,17 +255,18 @@ class StreamWorker:
         self._sessions_override = sessions
         self._lock = threading.Lock()
         self._state = _State()
-        self._committed: dict[int, int] = {}
-        self._checkpointed: dict[int, int] = {}
+        self._committed: dict[Part, int] = {}
+        self._checkpointed: dict[Part, int] = {}
         self._checkpointed_at = time.monotonic()
         self._snapshot: bytes | None = None
         self._assigned: set[TopicPartition] = set()
-        self._batch_records: dict[int, list[Any]] = {}
+        self._batch_records: dict[Part, list[Any]] = {}
         self.consumer: KafkaConsumer
         self._ahead: ThreadPoolExecutor
         self.pipeline: StreamPipeline
         self.publisher: DecisionPublisher
         self.dead_letter: KafkaDeadLetter
+        self.accounts_dead_letter: KafkaDeadLetter
         self._resumed = False
         self._first_record_at: float | None = None
 
@@ -270,6 +289,7 @@ class StreamWorker:
             producer = KafkaProducer(bootstrap_servers=bootstrap, **producer_config())
             stack.callback(producer.close)
             self.dead_letter = KafkaDeadLetter(producer, opts.dead_letter_topic, keys=self._key_of)
+            self.accounts_dead_letter = KafkaDeadLetter(producer, f"{opts.accounts_topic}.dlq", keys=self._key_of)
             if opts.decisions_topic:
                 self.publisher = KafkaDecisionPublisher(settings.kafka_bootstrap, topic=opts.decisions_topic)
             else:
@@ -284,7 +304,7 @@ class StreamWorker:
             self.consumer = self._make_consumer(bootstrap)
             # closing leaves the group at once (the revoke callback commits what is checkpointed)
             stack.callback(self.consumer.close, autocommit=False)
-            self.consumer.subscribe([opts.topic], listener=_Rebalance(self))
+            self.consumer.subscribe(opts.topics, listener=_Rebalance(self))
             if self._snapshot is None:
                 # a fresh state is the first thing to roll back to
                 self._snapshot = self._serialize()
@@ -481,7 +501,7 @@ class StreamWorker:
             )
             assigned = set(self._assigned)
         for tp in assigned:
-            offset = self._state.offsets.get(tp.partition)
+            offset = self._state.offsets.get((tp.topic, tp.partition))
             if offset is None:
                 # nothing processed from it yet: start over from where the group stands
                 offset = self.consumer.committed(tp)
@@ -499,27 +519,27 @@ class StreamWorker:
         with self._lock:
             self._assigned = set(self.consumer.assignment())
             for tp in assigned:
-                offset = self._state.offsets.get(tp.partition)
+                offset = self._state.offsets.get((tp.topic, tp.partition))
                 if offset is not None:
                     self.consumer.seek(tp, offset)
-            sought = {tp.partition: self._state.offsets.get(tp.partition) for tp in assigned}
+            sought = {f"{topic}/{p}": self._state.offsets.get((topic, p)) for topic, p in _parts(assigned)}
         log.info("partitions assigned", extra={"partitions": sorted(sought), "state_offsets": sought})
 
     def uncommitted(self, partitions: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
         """Checkpointed offsets of `partitions` not yet committed."""
         with self._lock:
             return {
-                tp: OffsetAndMetadata(self._checkpointed[tp.partition], "", -1)
+                tp: OffsetAndMetadata(self._checkpointed[(tp.topic, tp.partition)], "", -1)
                 for tp in partitions
-                if tp.partition in self._checkpointed
-                and self._committed.get(tp.partition) != self._checkpointed[tp.partition]
+                if (tp.topic, tp.partition) in self._checkpointed
+                and self._committed.get((tp.topic, tp.partition)) != self._checkpointed[(tp.topic, tp.partition)]
             }
 
     def mark_committed(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Remember what Kafka now holds."""
         with self._lock:
             for tp, om in offsets.items():
-                self._committed[tp.partition] = om.offset
+                self._committed[(tp.topic, tp.partition)] = om.offset
 
     # --- the loop ----------------------------------------------------------------------------
     def _loop(self) -> bool:
@@ -620,7 +640,7 @@ class StreamWorker:
                     # paused partitions return nothing; anything else is from a new assignment,
                     # which on_assigned has sought to the state: read it again after the pause
                     for tp in got:
-                        offset = self._state.offsets.get(tp.partition)
+                        offset = self._state.offsets.get((tp.topic, tp.partition))
                         if offset is not None:
                             self.consumer.seek(tp, offset)
         finally:
@@ -628,55 +648,50 @@ class StreamWorker:
 
     def _take(self, records: dict[TopicPartition, list[Any]], polled_at: float) -> _Taken | None:
         """A polled batch taken into the state: its records (minus those the state holds) and offsets."""
-        taken: dict[int, list[Any]] = {}
-        next_offsets: dict[int, int] = {}
+        taken: dict[Part, list[Any]] = {}
+        next_offsets: dict[Part, int] = {}
         for tp, recs in records.items():
+            part = (tp.topic, tp.partition)
             # records the state already holds (a fetch that raced a seek) are not processed twice
-            done = self._state.offsets.get(tp.partition)
+            done = self._state.offsets.get(part)
             if done is not None and recs and recs[0].offset < done:
                 recs = [r for r in recs if r.offset >= done]
             if not recs:
                 continue
-            taken[tp.partition] = recs
-            next_offsets[tp.partition] = recs[-1].offset + 1
+            taken[part] = recs
+            next_offsets[part] = recs[-1].offset + 1
         if not taken:
             return None
         with self._lock:
             self._state.offsets.update(next_offsets)
         # which partitions hold the watermark back, as of this batch (the consumer is this thread's)
-        open_partitions = sorted(tp.partition for tp in self._assigned_now() if not self._at_end(tp))
+        open_partitions = sorted((tp.topic, tp.partition) for tp in self._assigned_now() if not self._at_end(tp))
         return _Taken(records=taken, open_partitions=open_partitions, polled_at=polled_at)
 
     def _prepare(self, taken: _Taken) -> _Prepared:
         """The partition stage of a taken batch (on the `ahead` thread): decode, validate, tick partials."""
         started = time.perf_counter()
-        topic = self.options.topic
-        batches: list[ValidatedBatch] = []
-        for p, recs in taken.records.items():
+        requests: list[ValidatedBatch] = []
+        accounts: list[ValidatedBatch] = []
+        for (topic, p), recs in taken.records.items():
+            is_accounts = topic == self.options.accounts_topic
             values = [r.value if r.value is not None else b"" for r in recs]
             batch = decode_records(
                 values,
-                kind=EVENTS,
+                kind=ACCOUNT_EVENTS if is_accounts else EVENTS,
                 source=f"{topic}/{p}",
                 positions=LazyPositions(len(recs), functools.partial(_record_position, topic, p, recs)),
                 max_bytes=self.settings.max_record_bytes,
             )
-            batches.append(batch)
+            (accounts if is_accounts else requests).append(batch)
             if batch.accepted.height:
                 ts = cast(datetime, batch.accepted.get_column(s.TS).max())
-                prev = self._state.latest_ts.get(p)
-                self._state.latest_ts[p] = ts if prev is None else max(prev, ts)
-        merged = (
-            batches[0]
-            if len(batches) == 1
-            else ValidatedBatch(
-                accepted=pl.concat([b.accepted for b in batches]),
-                rejected=pl.concat([b.rejected for b in batches]),
-            )
-        )
+                prev = self._state.latest_ts.get((topic, p))
+                self._state.latest_ts[(topic, p)] = ts if prev is None else max(prev, ts)
+        merged = _merged(requests, EVENTS)
         partials = self.pipeline.engine.partition.ingest(merged.accepted, watermark=self._watermark(taken))
         self.metrics.add_stage_seconds("partition", time.perf_counter() - started)
-        return _Prepared(taken=taken, batch=merged, partials=partials)
+        return _Prepared(taken=taken, batch=merged, partials=partials, accounts=_merged(accounts, ACCOUNT_EVENTS))
 
     def _complete(self, prepared: _Prepared) -> None:
         """The ring stage of a prepared batch: detect, dead-letter, publish, persist."""
@@ -686,6 +701,15 @@ class StreamWorker:
         duplicates_before = self.pipeline.counts.duplicates
         dead_before = self.dead_letter.count
         started = time.perf_counter()
+        if prepared.accounts is not None:
+            # before the batch's ticks: those the watermark let close may need them
+            self.accounts_dead_letter.write(prepared.accounts.rejected)
+            if prepared.accounts.accepted.height:
+                self.pipeline.engine.add_account_events(prepared.accounts.accepted)
+            self.metrics.add(
+                account_events=prepared.accounts.accepted.height,
+                dead_letters=prepared.accounts.rejected.height,
+            )
         written = self._process(merged, prepared.partials)
         self.metrics.add_stage_seconds("ring", time.perf_counter() - started)
         self.metrics.observe_batch(
@@ -739,6 +763,7 @@ class StreamWorker:
     def _save(self) -> None:
         """Make what is processed durable: outputs flushed, then the checkpoint, then the commit."""
         self.dead_letter.flush()
+        self.accounts_dead_letter.flush()
         self.publisher.flush()
         self._checkpoint()
         self._commit()
@@ -765,7 +790,7 @@ class StreamWorker:
         return set(self.consumer.assignment())
 
     def _position(self, tp: TopicPartition) -> int | None:
-        known = self._state.offsets.get(tp.partition)
+        known = self._state.offsets.get((tp.topic, tp.partition))
         if known is not None:
             return known
         try:
@@ -815,13 +840,30 @@ class StreamWorker:
         where = parse_position(source)
         if where is None:
             return None
-        recs = self._batch_records.get(where[1], [])
+        recs = self._batch_records.get((where[0], where[1]), [])
         offset = where[2]
         if recs:
             i = offset - recs[0].offset
             if 0 <= i < len(recs) and recs[i].offset == offset:
                 return recs[i].key
         return next((r.key for r in recs if r.offset == offset), None)
+
+
+def _parts(partitions: set[TopicPartition]) -> list[Part]:
+    """(topic, partition) of each of `partitions`."""
+    return [(tp.topic, tp.partition) for tp in partitions]
+
+
+def _merged(batches: list[ValidatedBatch], kind: RecordKind) -> ValidatedBatch:
+    """One validated batch of several partitions' (an empty one of `kind` for none)."""
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:
+        return decode_records([], kind=kind, source="")
+    return ValidatedBatch(
+        accepted=pl.concat([b.accepted for b in batches]),
+        rejected=pl.concat([b.rejected for b in batches]),
+    )
 
 
 def consume(

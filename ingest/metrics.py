@@ -37,6 +37,8 @@ class StreamMetrics:
         self.accepted = 0
         self.rejected = 0
         self.dead_letters = 0
+        # valid records of the account-events topic, applied to the linking state in event time
+        self.account_events = 0
         self.duplicates = 0
         self.alerts_written = 0
         self.alerts_raised = 0
@@ -126,9 +128,15 @@ class StreamMetrics:
                 [(f'{{topic="{_label(t)}",partition="{p}"}}', lag) for (t, p), lag in sorted(self.lag.items())],
             )
             metric(
+                "distillguard_account_events_total",
+                "counter",
+                "Valid account events read from the account-events topic.",
+                [("", self.account_events)],
+            )
+            metric(
                 "distillguard_dead_letters_total",
                 "counter",
-                "Records sent to the dead-letter topic.",
+                "Records sent to the dead-letter topics (api-requests and account-events).",
                 [("", self.dead_letters)],
             )
             metric(

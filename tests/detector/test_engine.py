@@ -743,3 +743,68 @@ def test_young_phrases_are_the_rare_ones_young_candidates_share() -> None:
     assert held.get_column("value").n_unique() == 1  # phrase 1 only
     assert sorted(texts.get_column(s.ACCOUNT_ID).to_list()) == ["y0", "y1"]
     assert texts.get_column("value").n_unique() == 1  # text 10
+
+
+def _signups(accounts: list[str], at: datetime) -> pl.DataFrame:
+    """Signup account events of `accounts` at `at`, all from one network and one payment instrument."""
+    n = len(accounts)
+    rows = pl.DataFrame(
+        {
+            s.ACCOUNT_ID: accounts,
+            s.TS: [at] * n,
+            s.TYPE: ["signup"] * n,
+            s.SIGNUP_IP: [f"192.0.2.{i + 1}" for i in range(n)],
+            s.PAYMENT_FINGERPRINT: ["pf-shared"] * n,
+        }
+    ).with_columns(pl.col(s.TS).dt.cast_time_unit("ms"))
+    missing = [pl.lit(None, dtype=dt).alias(c) for c, dt in s.ACCOUNT_EVENT_SCHEMA.items() if c not in rows.columns]
+    return rows.with_columns(missing).select([pl.col(c).cast(dt) for c, dt in s.ACCOUNT_EVENT_SCHEMA.items()])
+
+
+def _account_links_of(engine: DetectionEngine) -> pl.DataFrame:
+    from features import volume as v
+
+    return engine.distinct_state.filter(pl.col(v.DIM).is_in(v.ACCOUNT_DIMS)).sort(pl.all())
+
+
+def test_account_events_link_from_the_first_tick_after_their_ts() -> None:
+    start = EVENTS.get_column(s.TS).min()
+    assert isinstance(start, datetime)
+    humans = [f"user{a:03d}" for a in range(4)]
+    # half an hour in: unknown to the ticks before, known to every tick after
+    signed_up = start.replace(minute=0, second=0, microsecond=0) + timedelta(minutes=35)
+    engine = DetectionEngine(CONFIG)
+    engine.add_account_events(_signups(humans, signed_up))
+    cut = EVENTS.filter(pl.col(s.TS) < signed_up - timedelta(minutes=5))
+    engine.ingest(cut)
+    engine.flush()
+    assert engine.last_tick is not None and engine.last_tick <= signed_up
+    assert _account_links_of(engine).height == 0
+    assert engine.pending_links.height == 2 * len(humans)
+    engine.ingest(EVENTS.filter(pl.col(s.TS) >= signed_up - timedelta(minutes=5)))
+    engine.flush()
+    links = _account_links_of(engine)
+    assert links.height == 2 * len(humans)
+    assert engine.pending_links.height == 0
+
+
+def test_account_events_decide_the_same_up_front_or_as_they_arrive() -> None:
+    ring = [f"ring{a:02d}" for a in range(12)]
+    start = EVENTS.get_column(s.TS).min()
+    assert isinstance(start, datetime)
+    waves = [_signups(ring[:6], start + timedelta(hours=1)), _signups(ring[6:], start + timedelta(hours=3))]
+    up_front = DetectionEngine(CONFIG)
+    up_front.add_account_events(pl.concat(waves))
+    up_front.ingest(EVENTS)
+    up_front.flush()
+    arriving = DetectionEngine(CONFIG)
+    # each wave arrives with the requests of its hour, the second one first (topics are read independently)
+    cut = start + timedelta(hours=2)
+    arriving.ingest(EVENTS.filter(pl.col(s.TS) < cut), watermark=cut - timedelta(minutes=30))
+    arriving.add_account_events(waves[1])
+    arriving.add_account_events(waves[0])
+    arriving.ingest(EVENTS.filter(pl.col(s.TS) >= cut))
+    arriving.flush()
+    assert flags_of(arriving) == flags_of(up_front)
+    assert _account_links_of(arriving).equals(_account_links_of(up_front))
+    assert arriving.distinct_state.sort(pl.all()).equals(up_front.distinct_state.sort(pl.all()))

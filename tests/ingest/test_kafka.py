@@ -1,9 +1,10 @@
 """Streaming through the real Kafka broker (deploy/kafka/broker.sh): issue 3, done-when 1-4.
 
-One small simulated log, with 1,000 malformed records mixed in, is produced once to a fresh topic
-and consumed by several workers (each its own group and database): an undisturbed in-process run,
-one whose database fails mid-stream, and `distillguard consume` subprocesses stopped by SIGTERM
-and killed by SIGKILL. All must match `replay` of the same file.
+One small simulated log, with 1,000 malformed records mixed in, is produced once to a fresh topic,
+its account events (and a few malformed ones) to a topic of their own, and consumed by several
+workers (each its own group and database): an undisturbed in-process run, one whose database fails
+mid-stream (account events from the file instead), and `distillguard consume` subprocesses stopped
+by SIGTERM and killed by SIGKILL. All must match `replay` of the same files.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ingest.kafka_io import produce_files
 pytestmark = pytest.mark.kafka
 
 N_MALFORMED = 1000
+N_MALFORMED_ACCOUNTS = 25
 SIM = {"accounts": 400, "days": 0.5}
 
 
@@ -69,6 +71,9 @@ class Stream:
 
     bootstrap: str
     topic: str
+    accounts_topic: str
+    account_events: int
+    malformed_accounts: dict[bytes, str]
     directory: Path
     mixed: Path
     good: int
@@ -90,7 +95,8 @@ class Stream:
             "group": f"{self.topic}-{name}",
             "stop_at_end": True,
             "report_path": self.directory / f"{name}.report.json",
-            "accounts": self.directory / "accounts.jsonl.gz",
+            "accounts": None,
+            "accounts_topic": self.accounts_topic,
             "decisions_topic": f"{self.topic}-decisions-{name}",
         }
         return ConsumeOptions(**{**params, **overrides})
@@ -112,14 +118,37 @@ def stream(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Stream:
     assert len(malformed) == N_MALFORMED
     (d / "mixed.jsonl").write_bytes(b"\n".join(mixed) + b"\n")
     replayed = replay_into(d, f"sqlite:///{d / 'replay.db'}", events=d / "mixed.jsonl")
+    # account events on their own topic, with malformed ones (the replay reads the clean file)
+    account_lines = gzip.decompress((d / "accounts.jsonl.gz").read_bytes()).splitlines()
+    bad_accounts = {
+        (
+            b'{"account_id": "acct_bad", "ts": "2026-05-01T10:00:00Z", "type": "moved_house", "n": %d}' % i
+            if i % 2
+            else b"{broken account event %d" % i
+        ): ("invalid type" if i % 2 else "not JSON")
+        for i in range(N_MALFORMED_ACCOUNTS)
+    }
+    (d / "accounts-mixed.jsonl").write_bytes(b"\n".join([*account_lines, *bad_accounts]) + b"\n")
     topic = f"dg-test-{uuid.uuid4().hex[:10]}"
     producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=20, acks="all")
     try:
         n = produce_files([d / "mixed.jsonl"], producer=producer, topic=topic)
+        n_accounts = produce_files([d / "accounts-mixed.jsonl"], producer=producer, topic=f"{topic}-accounts")
     finally:
         producer.close()
-    assert n == len(mixed)
-    return Stream(bootstrap, topic, d, d / "mixed.jsonl", len(lines), malformed, replayed)
+    assert n == len(mixed) and n_accounts == len(account_lines) + N_MALFORMED_ACCOUNTS
+    return Stream(
+        bootstrap,
+        topic,
+        f"{topic}-accounts",
+        len(account_lines),
+        bad_accounts,
+        d,
+        d / "mixed.jsonl",
+        len(lines),
+        malformed,
+        replayed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +244,7 @@ def test_malformed_records_land_in_the_dead_letter_topic(
         "duplicates": 0,
     }
     dead = read_topic(stream.bootstrap, f"{stream.topic}.dlq")
-    assert len(dead) == N_MALFORMED == result.dead_letters
+    assert len(dead) == N_MALFORMED and result.dead_letters == N_MALFORMED + N_MALFORMED_ACCOUNTS
     seen: set[bytes] = set()
     for rec in dead:
         doc = orjson.loads(rec.value)
@@ -227,6 +256,20 @@ def test_malformed_records_land_in_the_dead_letter_topic(
         assert rec.key == (b"acct_bad" if b'"acct_bad"' in raw else None)
         seen.add(raw)
     assert seen == set(stream.malformed)
+
+
+def test_account_events_come_from_their_topic_and_malformed_ones_are_dead_lettered(
+    stream: Stream, undisturbed: tuple[ConsumeResult, StreamWorker]
+) -> None:
+    _, worker = undisturbed
+    assert worker.metrics.account_events == stream.account_events
+    dead = read_topic(stream.bootstrap, f"{stream.accounts_topic}.dlq")
+    assert len(dead) == N_MALFORMED_ACCOUNTS
+    for rec in dead:
+        doc = orjson.loads(rec.value)
+        assert stream.malformed_accounts[doc["raw"].encode()] in doc["reason"], doc
+        assert doc["source"].startswith(f"{stream.accounts_topic}/")
+    assert worker.metrics.dead_letters == N_MALFORMED + N_MALFORMED_ACCOUNTS
 
 
 # --- done-when 4: account-decisions holds the latest action of every flagged account ----------
@@ -287,7 +330,15 @@ def test_database_outage_backs_off_and_resumes_without_loss(stream: Stream) -> N
     try:
         result = consume(
             settings,
-            stream.options("flaky", backoff_initial_s=0.05, backoff_max_s=0.2, decisions_topic=None),
+            # account events from the file, read at the start, as replay reads them
+            stream.options(
+                "flaky",
+                backoff_initial_s=0.05,
+                backoff_max_s=0.2,
+                decisions_topic=None,
+                accounts=stream.directory / "accounts.jsonl.gz",
+                accounts_topic=None,
+            ),
             sessions=flaky,
             on_ready=workers.append,  # type: ignore[arg-type]
         )
@@ -313,8 +364,8 @@ def _consume_cmd(stream: Stream, name: str, *extra: str) -> list[str]:
         stream.topic,
         "--group",
         opts.group,
-        "--accounts",
-        str(opts.accounts),
+        "--accounts-topic",
+        str(opts.accounts_topic),
         "--decisions-topic",
         str(opts.decisions_topic),
         "--report",

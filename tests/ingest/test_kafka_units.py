@@ -169,3 +169,26 @@ def test_a_checkpoint_of_another_engine_version_is_refused_with_a_clear_error(tm
     write_atomic(worker.checkpoint_file, pickle.dumps({**doc, "engine_fields": older}))
     with pytest.raises(InputError, match="detector state of another version"):
         worker._load_checkpoint()
+
+
+def test_an_account_events_partition_that_is_behind_holds_the_watermark_back(tmp_path: Path) -> None:
+    from ingest.consumer import EPOCH, _Taken
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    worker = StreamWorker(settings, ConsumeOptions(topic="reqs", accounts_topic="accts", group="g"))
+    assert worker.options.topics == ["reqs", "accts"]
+    early, late = datetime(2026, 5, 1, 10, tzinfo=UTC), datetime(2026, 5, 1, 12, tzinfo=UTC)
+    worker._state.latest_ts = {("reqs", 0): late, ("reqs", 1): late, ("accts", 0): early}
+
+    def mark(*open_partitions: tuple[str, int]) -> datetime | None:
+        return worker._watermark(_Taken(records={}, open_partitions=list(open_partitions), polled_at=0.0))
+
+    # the account events before 12:00 may not all be in: no tick past 10:00 runs yet
+    assert mark(("reqs", 0), ("reqs", 1), ("accts", 0)) == early
+    # at its end it holds nothing back; one that has delivered nothing yet holds everything
+    assert mark(("reqs", 0), ("reqs", 1)) == late
+    assert mark(("reqs", 0), ("accts", 1)) == EPOCH
+    # the same partition number in two topics is two partitions
+    worker._state.latest_ts[("accts", 1)] = late
+    assert mark(("reqs", 1), ("accts", 1)) == late
+    assert ConsumeOptions(topic="reqs", accounts_topic=None).topics == ["reqs"]
