@@ -284,7 +284,7 @@ def main() -> None:
             shutil.rmtree(path)
         path.unlink(missing_ok=True)
     worker_args = ["consume", "--topic", topic, "--group", f"bench-{topic}-{uuid.uuid4().hex[:6]}", "--stop-at-end"]
-    worker_args += ["--accounts", str(accounts), "--decisions-topic", f"{topic}-decisions"]
+    worker_args += ["--accounts", str(accounts), "--accounts-topic", "", "--decisions-topic", f"{topic}-decisions"]
     worker_args += ["--report", str(work / "report.json")]
     profile = work / "worker.prof" if args.profile else None
     out, wall_b, rc, rss_b, cpu_b = run_child("distillguard", worker_args, env_b, work / "worker.log", profile=profile)
