@@ -401,3 +401,59 @@ def hash_skeletons(arr: pa.Array | pa.ChunkedArray, *, chosen_only: bool = False
         BAND_SALTS,
         chosen_only,
     )
+
+
+# --- phrase shingles (features/prompts.py phrase_keys) ---
+_SHINGLE_PAD = np.uint64(0x9E3779B97F4A7C15)
+
+
+@nb.njit(inline="always", cache=True)
+def _is_clause_end(c):
+    # the clause delimiters of phrase_keys: newline . ! ? ; : ,
+    return c == 10 or c == 46 or c == 33 or c == 63 or c == 59 or c == 58 or c == 44
+
+
+@nb.njit(cache=True)
+def _emit_clause(words, n, min_words, max_words, width, row, out_row, out_key, m):
+    if n < min_words or n > max_words:
+        return m
+    n_shingles = max(n - width + 1, 1)
+    for i in range(n_shingles):
+        k = _SHINGLE_PAD
+        for j in range(width):
+            # a clause shorter than a shingle is one key, its missing words padded by position
+            h = words[i + j] if i + j < n else np.uint64(j + 1)
+            k = _mix64(k ^ h)
+        out_row[m] = row
+        out_key[m] = k
+        m += 1
+    return m
+
+
+@nb.njit(cache=True)
+def phrase_shingles(data, offsets, min_words, max_words, width):
+    """(text index, key) of every word `width`-shingle of every clause of min..max words, in text order."""
+    n_texts = offsets.size - 1
+    cap = data.size // 2 + n_texts + 1
+    out_row = np.empty(cap, dtype=np.int64)
+    out_key = np.empty(cap, dtype=np.uint64)
+    words = np.empty(max_words + 1, dtype=np.uint64)
+    m = 0
+    for t in range(n_texts):
+        a, b = offsets[t], offsets[t + 1]
+        n = 0
+        s = -1
+        for k in range(a, b + 1):
+            c = data[k] if k < b else 10
+            if c == 32 or _is_clause_end(c):
+                if s >= 0:
+                    if n <= max_words:
+                        words[n] = _hash_bytes(data, s, k, -1)
+                    n += 1
+                    s = -1
+                if c != 32:
+                    m = _emit_clause(words, n, min_words, max_words, width, t, out_row, out_key, m)
+                    n = 0
+            elif s < 0:
+                s = k
+    return out_row[:m], out_key[:m]
