@@ -58,6 +58,7 @@ from detector.state import (
     KeyCounts,
     KeyExamples,
     KeyTally,
+    PhraseMemory,
     RowTally,
     TextNovelty,
     compact,
@@ -204,6 +205,10 @@ class DetectorConfig:
     # texts are remembered this long to 2x this long (TextNovelty's bounded memory): a harness re-runs
     # its dataset within hours, and the store holds every distinct text of the horizon (~16 bytes each)
     known_text_horizon: timedelta = timedelta(days=2)
+    # the concerted phrase links' memory (DetectorConfig.early_onset_phrases): young accounts' phrases
+    # are kept this long to twice that, so a weeks-long stream's phrase state stays bounded; a ring's
+    # onset shows within hours
+    phrase_horizon: timedelta = timedelta(days=7)
     # the public rule (TextNovelty min_senders): only texts public_text_senders distinct ordinary
     # customers other than the account's own sent (organisations count once; ordinary: unflagged,
     # prompts not mostly capability-targeted, as of the previous tick) are known, and an account is
@@ -393,9 +398,8 @@ class DetectionEngine:
         self._last_suspicious = pl.Series(s.ACCOUNT_ID, [], dtype=pl.String)
         # the phrases of each account's sampled targeted texts, how many accounts used each, and those
         # texts' hashes: concerted accounts' phrase links (DetectorConfig.early_onset_phrases)
-        self.phrase_counts = KeyCounts()
-        self.phrase_holders = KeyTally()
-        self.phrase_texts = KeyCounts()
+        # remembered for phrase_horizon (to twice that): young accounts keep arriving in a long stream
+        self.phrases = PhraseMemory(period=max(1, config.phrase_horizon // self._step))
         # when each account first became a young targeted candidate (tick ordinal) and whether it
         # had been active early_onset_history ticks before: the concerted-onset links' material
         self.candidate_onset = pl.DataFrame(schema={s.ACCOUNT_ID: pl.String, _ONSET: pl.Int64, _HISTORY: pl.Boolean})
@@ -571,11 +575,13 @@ class DetectionEngine:
         if phrases.height == 0:
             return
         rows = phrases.join(self.account_index.lookup(phrases.get_column(s.ACCOUNT_ID).unique()), on=s.ACCOUNT_ID)
-        idx = rows.get_column(ACCOUNT_INDEX).to_numpy()
-        ones = np.ones(rows.height, dtype=np.int64)
-        # an account's first use of a phrase makes it one more holder of that phrase
-        self.phrase_holders.add(self.phrase_counts.add_new(idx, fold_key(rows.get_column(KEY).to_numpy()), ones))
-        self.phrase_texts.add(idx, fold_key(rows.get_column(TEXT).to_numpy()), ones)
+        assert self.last_tick is not None
+        self.phrases.add(
+            rows.get_column(ACCOUNT_INDEX).to_numpy(),
+            fold_key(rows.get_column(KEY).to_numpy()),
+            fold_key(rows.get_column(TEXT).to_numpy()),
+            tick=self._tick_no(self.last_tick),
+        )
 
     def _young_phrases(self, index: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(account_id, value) of the phrases of `index`'s accounts that can be evidence, and of their texts.
@@ -586,18 +592,18 @@ class DetectionEngine:
         """
         young = index.get_column(ACCOUNT_INDEX).to_numpy()
 
-        def held(counts: KeyCounts, *, tally: KeyTally | None) -> pl.DataFrame:
-            idx, key, _ = counts.rows_for(young)
+        def held(rows: tuple[np.ndarray, np.ndarray], *, holders: bool) -> pl.DataFrame:
+            idx, key = rows
             distinct, inverse, n_young = np.unique(key, return_inverse=True, return_counts=True)
             useful = n_young >= 2
-            if tally is not None:
-                useful &= n_young >= _EARLY_SUSPICIOUS_SHARE * tally.counts_of(distinct)
+            if holders:
+                useful &= n_young >= _EARLY_SUSPICIOUS_SHARE * self.phrases.holders_of(distinct)
             keep = useful[inverse]
             return pl.DataFrame(
                 {s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]), v.VALUE: pl.Series(key[keep], dtype=pl.UInt64)}
             )
 
-        return held(self.phrase_counts, tally=self.phrase_holders), held(self.phrase_texts, tally=None)
+        return held(self.phrases.phrases_of(young), holders=True), held(self.phrases.texts_of(young), holders=False)
 
     def _note_texts(self, texts: pl.DataFrame, index: pl.DataFrame) -> None:
         """Count the tick's distinct texts per account, and which the platform had answered before (TextNovelty).

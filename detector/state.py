@@ -447,3 +447,59 @@ class TextNovelty:
         ok = idx < self._sent.size
         sent[ok], known[ok] = self._sent[idx[ok]], self._known[idx[ok]]
         return sent, known
+
+
+def _union_rows(horizon: _Horizon, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (account index, key bits) pairs of the accounts `idx` over a horizon's generations."""
+    comps = []
+    for gen in horizon.gens:
+        rows, key, _ = gen.rows_for(idx)
+        comps.append((rows << _SHIFT) | key)
+    if not comps:
+        empty = np.zeros(0, dtype=np.uint64)
+        return empty, empty
+    comp = np.unique(np.concatenate(comps))
+    return comp >> _SHIFT, comp & _KEY_MASK
+
+
+class PhraseMemory:
+    """Accounts' phrases, each phrase's holders and the texts they came in, for `period` to 2 x `period` ticks.
+
+    Bounded as TextNovelty is (`_Horizon`, by tick ordinal: the same for every batching). Per
+    generation: (account, phrase) and (account, text) counts, and how many accounts used each phrase.
+    Read over the generations kept: an account's phrases and texts are their union, a phrase's holders
+    the most one generation counted (an account using it in both would count twice in a sum).
+    """
+
+    def __init__(self, period: int) -> None:
+        self._phrases = _Horizon(period)
+        self._holders = _Horizon(period)
+        self._texts = _Horizon(period)
+
+    def __len__(self) -> int:
+        """Rows held (bounded by the horizon)."""
+        return len(self._phrases) + len(self._holders) + len(self._texts)
+
+    def add(self, idx: np.ndarray, phrase: np.ndarray, text: np.ndarray, *, tick: int) -> None:
+        """One tick's (account index, phrase key, text key) rows (KEY_BITS keys, see `fold_key`)."""
+        ones = np.ones(idx.size, dtype=np.int64)
+        # an account's first use of a phrase in the generation makes it one more holder of it
+        fresh = self._phrases.at(tick).add_new(idx, phrase, ones)
+        self._holders.at(tick).add(np.zeros(fresh.size, dtype=np.uint64), fresh, np.ones(fresh.size, dtype=np.int64))
+        self._texts.at(tick).add(idx, text, ones)
+
+    def phrases_of(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct (account index, phrase key) pairs of the accounts `idx`."""
+        return _union_rows(self._phrases, idx)
+
+    def texts_of(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct (account index, text key) pairs of the accounts `idx`."""
+        return _union_rows(self._texts, idx)
+
+    def holders_of(self, phrase: np.ndarray) -> np.ndarray:
+        """How many accounts used each phrase (0 when none within the horizon)."""
+        out = np.zeros(phrase.size, dtype=np.int64)
+        zero = np.zeros(phrase.size, dtype=np.uint64)
+        for gen in self._holders.gens:
+            out = np.maximum(out, gen.counts_of(zero, phrase))
+        return out

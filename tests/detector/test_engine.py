@@ -736,6 +736,7 @@ def test_young_phrases_are_the_rare_ones_young_candidates_share() -> None:
     rows = [(a, k << 40, t << 40) for a, k, t in rows]
     phrases = pl.DataFrame(rows, schema={s.ACCOUNT_ID: pl.String, KEY: pl.UInt64, TEXT: pl.UInt64}, orient="row")
     engine.account_index.lookup(phrases.get_column(s.ACCOUNT_ID).unique(maintain_order=True))
+    engine.last_tick = datetime(2026, 5, 1, tzinfo=UTC)  # the tick the phrases are noted at
     engine._note_phrases(phrases)
     young = engine.account_index.lookup(pl.Series(s.ACCOUNT_ID, ["y0", "y1"]))
     held, texts = engine._young_phrases(young)

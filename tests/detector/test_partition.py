@@ -111,17 +111,16 @@ def test_partitions_merged_decide_as_one_engine(cuts: list[int], n: int) -> None
     assert phrases_of(split) == phrases_of(one)
 
 
-def phrases_of(engine: DetectionEngine) -> tuple[set[tuple[str, int, int]], set[tuple[str, int, int]], list[int]]:
-    """(account, phrase, count) and (account, text, count) of the engine's phrase state, and each phrase's holders."""
-    idx = np.arange(len(engine.account_index))
+def phrases_of(engine: DetectionEngine) -> tuple[set[tuple[str, int]], set[tuple[str, int]], list[int]]:
+    """(account, phrase) and (account, text) pairs of the engine's phrase memory, and each phrase's holders."""
+    idx = np.arange(len(engine.account_index), dtype=np.uint64)
     out = []
-    for counts in (engine.phrase_counts, engine.phrase_texts):
-        rows, key, n = counts.rows_for(idx)
+    for rows, key in (engine.phrases.phrases_of(idx), engine.phrases.texts_of(idx)):
         ids = engine.account_index.ids_of(rows).to_list()
-        out.append(set(zip(ids, key.tolist(), n.tolist(), strict=True)))
-    keys = np.unique(engine.phrase_counts.rows_for(idx)[1])
+        out.append(set(zip(ids, key.tolist(), strict=True)))
+    keys = np.unique(engine.phrases.phrases_of(idx)[1])
     assert keys.size  # the scenario's harvesters have phrases to compare
-    return out[0], out[1], engine.phrase_holders.counts_of(keys).tolist()
+    return out[0], out[1], engine.phrases.holders_of(keys).tolist()
 
 
 def test_a_late_event_in_a_quiet_partition_goes_to_the_next_tick_to_run() -> None:

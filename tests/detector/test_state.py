@@ -7,7 +7,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.state import KEY_BITS, AccountIndex, KeyCounts, KeyExamples, RowTally, fold_key
+from detector.state import KEY_BITS, AccountIndex, KeyCounts, KeyExamples, PhraseMemory, RowTally, fold_key
 
 rows = st.lists(
     st.tuples(st.integers(0, 40), st.integers(0, (1 << KEY_BITS) - 1), st.integers(1, 5)), min_size=0, max_size=300
@@ -187,3 +187,35 @@ def test_texts_preloaded_as_public_are_known_to_everyone_under_either_rule() -> 
         who = {"customer": np.array([0, 0]), "ordinary": np.array([False, False])}
         novelty.add(np.array([0, 0]), np.array([7, 8], dtype=np.uint64), np.array([1, 1]), tick=0, **who)
         assert [x.tolist() for x in novelty.of(np.array([0]))] == [[2], [1]]
+
+
+def test_phrase_memory_is_the_union_of_its_generations_and_forgets_past_its_horizon() -> None:
+    u = np.uint64
+    memory = PhraseMemory(period=4)
+
+    def add(tick: int, rows: list[tuple[int, int, int]]) -> None:
+        idx, phrase, text = (np.array(c, dtype=np.uint64) for c in zip(*rows, strict=True))
+        memory.add(idx, phrase, text, tick=tick)
+
+    def pairs(got: tuple[np.ndarray, np.ndarray]) -> set[tuple[int, int]]:
+        return set(zip(got[0].tolist(), got[1].tolist(), strict=True))
+
+    everyone = np.arange(4, dtype=np.uint64)
+    # ticks 0-3: generation 0; account 1 uses phrase 7 twice (one holder), account 2 once
+    add(0, [(1, 7, 100), (1, 8, 100)])
+    add(2, [(1, 7, 101), (2, 7, 102)])
+    assert pairs(memory.phrases_of(everyone)) == {(1, 7), (1, 8), (2, 7)}
+    assert memory.holders_of(np.array([7, 8, 9], dtype=u)).tolist() == [2, 1, 0]
+    # tick 5: generation 1; the pair (1, 7) is held in both, once in the union; holders the most of one generation
+    add(5, [(1, 7, 103), (3, 7, 104)])
+    assert pairs(memory.phrases_of(everyone)) == {(1, 7), (1, 8), (2, 7), (3, 7)}
+    assert pairs(memory.texts_of(np.array([1], dtype=u))) == {(1, 100), (1, 101), (1, 103)}
+    assert memory.holders_of(np.array([7], dtype=u)).tolist() == [2]
+    # tick 9: generation 2; generation 0 is gone, generation 1 kept
+    add(9, [(2, 9, 105)])
+    assert pairs(memory.phrases_of(everyone)) == {(1, 7), (3, 7), (2, 9)}
+    assert memory.holders_of(np.array([7, 8, 9], dtype=u)).tolist() == [2, 0, 1]
+    # a long quiet gap drops everything before it
+    add(40, [(0, 1, 106)])
+    assert pairs(memory.phrases_of(everyone)) == {(0, 1)}
+    assert len(memory) == 3
