@@ -99,6 +99,13 @@ class DetectorConfig:
     solo_min_events: int = 100
     solo_template_share: float = 0.5
     solo_min_prompts: int = 12
+    # and its requests must come at a dispatcher's even spacing (inter_arrival_regularity, 1 / (1 +
+    # the gaps' coefficient of variation)): a benchmark harness's concurrent workers each send the
+    # next item when an answer returns, as irregularly as the answers' latencies (0.45-0.51 when the
+    # solo rule flagged researchers in their first run on seeds 3033, 5151 and 4545, before any
+    # re-run made their texts known), while the heavy harvesters it is for were at 0.79-0.86 when
+    # flagged. A harvester running as fast as answers come back is left to the ring stage. None: off
+    solo_min_regularity: float | None = 0.65
     min_ring_size: int = 3
     # ring score = mean targeted share x (0.5 + 0.5 x mean anomaly score); rings at or above are flagged
     ring_threshold: float = 0.5
@@ -890,6 +897,8 @@ class DetectionEngine:
             # a template share measured on a handful of prompts is noise (a harness warming up)
             & (rows.get_column(pr.N_PROMPTS).to_numpy() >= self.config.solo_min_prompts)
         )
+        if self.config.solo_min_regularity is not None:
+            solo &= rows.get_column(v.INTER_ARRIVAL_REGULARITY).to_numpy() >= self.config.solo_min_regularity
         m = self.config.solo_release_margin
         still_solo = (
             (scores >= self.config.solo_threshold - m / 2)

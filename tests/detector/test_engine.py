@@ -809,3 +809,57 @@ def test_account_events_decide_the_same_up_front_or_as_they_arrive() -> None:
     assert flags_of(arriving) == flags_of(up_front)
     assert _account_links_of(arriving).equals(_account_links_of(up_front))
     assert arriving.distinct_state.sort(pl.all()).equals(up_front.distinct_state.sort(pl.all()))
+
+
+def _busy_account(account: str, ts: list[datetime], seed: int) -> pl.DataFrame:
+    """One account's targeted requests in one suffix template at times `ts`, fresh questions each."""
+    rng = np.random.default_rng(seed)
+    n = len(ts)
+    return _as_events(
+        pl.DataFrame(
+            {
+                s.EVENT_ID: [f"{account}-{i}" for i in range(n)],
+                s.TS: ts,
+                s.ACCOUNT_ID: [account] * n,
+                s.IP: ["203.0.113.77"] * n,
+                s.USER_AGENT: ["harness/0.4"] * n,
+                s.MODEL: ["m-large"] * n,
+                s.ENDPOINT: ["/v1/messages"] * n,
+                s.PROMPT_TOKENS: [120] * n,
+                s.COMPLETION_TOKENS: [int(x) for x in rng.integers(200, 600, n)],
+                s.STATUS: [200] * n,
+                s.PROMPT: [
+                    f"A farmer has {int(q)} sheep and sells {int(q) % 7} of them. How many are left?\n\n"
+                    "Please reason step by step, and put your final answer within \\boxed{}."
+                    for q in rng.integers(10, 100_000, n)
+                ],
+            }
+        )
+    )
+
+
+def test_a_harness_sending_as_answers_return_is_not_flagged_alone_a_dispatcher_is() -> None:
+    start = EVENTS.get_column(s.TS).min()
+    assert isinstance(start, datetime)
+    t0 = start + timedelta(hours=3)
+    rng = np.random.default_rng(5)
+    # a benchmark harness: 8 workers, each sending its next item when the previous answer returns
+    harness: list[datetime] = []
+    for w in range(8):
+        at = t0 + timedelta(milliseconds=50 * w)
+        for latency in rng.lognormal(np.log(50.0), 0.6, 32):
+            harness.append(at)
+            at += timedelta(seconds=float(latency) + 0.03)
+    # a harvester's dispatcher: one request every 7 seconds, a fifth of a second of jitter
+    dispatcher = [t0 + timedelta(seconds=7 * i + 0.2 * float(rng.uniform(-1, 1))) for i in range(256)]
+    events = pl.concat([EVENTS, _busy_account("lab0", harness, 1), _busy_account("bot0", dispatcher, 2)]).sort(s.TS)
+
+    def solo_flags(config: DetectorConfig) -> dict[str, bool]:
+        engine = DetectionEngine(config)
+        engine.ingest(events)
+        engine.flush()
+        return {a: f.solo for a, f in engine.flags.items() if a in ("lab0", "bot0")}
+
+    assert solo_flags(CONFIG) == {"bot0": True}
+    # the spacing is what tells them apart: without it the harness is flagged too
+    assert solo_flags(replace(CONFIG, solo_min_regularity=None)) == {"bot0": True, "lab0": True}
