@@ -637,6 +637,31 @@ def test_a_batch_job_on_the_ring_network_whose_few_sampled_prompts_target_nothin
     assert {f"ring{a:02d}" for a in range(12)} <= set(exact.flags)
 
 
+def test_the_not_harvesting_test_is_exact_for_few_prompts_and_stricter_for_a_new_candidate() -> None:
+    # binomial lower tails at a 45% share: none of 6 targeted 0.028, one of 6 0.164, none of 12 0.0008
+    engine = DetectionEngine(CONFIG)
+    rows = {
+        "new_none_of_6": (6, 0.0),
+        "new_one_of_6": (6, 1 / 6),
+        "new_half_of_6": (6, 0.5),
+        "held_none_of_6": (6, 0.0),
+        "held_none_of_12": (12, 0.0),
+    }
+    engine.prompt_summary = pl.DataFrame(
+        {
+            s.ACCOUNT_ID: list(rows),
+            "n_prompts": [n for n, _ in rows.values()],
+            "targeted_share": [share for _, share in rows.values()],
+        },
+        schema=engine.prompt_summary.schema,
+    )
+    tick = datetime(2026, 5, 1, tzinfo=UTC)
+    engine.flags = {a: Flag(a, tick, 0.95, tick) for a in ("held_none_of_6", "held_none_of_12")}
+    kept = engine._harvesting(pl.Series(s.ACCOUNT_ID, [*rows, "no_prompts"]))
+    # a new candidate is kept out at 5%, a flag dropped (the member released) only at 0.1%
+    assert kept.to_list() == ["new_one_of_6", "new_half_of_6", "held_none_of_6", "no_prompts"]
+
+
 def _app_traffic(*, users: int, heavy: int, start: datetime) -> pl.DataFrame:
     """An IDE app's users: each wraps its question in the app's prompt, from its own address and network.
 
