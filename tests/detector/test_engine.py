@@ -614,6 +614,54 @@ def test_an_anomalous_account_with_few_targeted_prompts_is_no_ring_member() -> N
     assert {f"ring{a:02d}" for a in range(12)} <= set(on.flags)
 
 
+def test_a_batch_job_on_the_ring_network_whose_few_sampled_prompts_target_nothing_is_no_ring_member() -> None:
+    # an enterprise batch job on the ring's cloud network and client (seed 4848): three accounts
+    # classifying reviews in one 20-minute burst, anomalous by volume, linked to the ring by its
+    # network and client. Two ticks sample 12 of their prompts, none targeted: 0.55^12 = 0.0008 of a
+    # harvester whose share is 45%, though a share bound of 2/sqrt(12) (0.58) would keep them
+    reviews = [
+        f"Classify the sentiment of this customer review as positive, neutral or negative. Review {i}: "
+        f"the parcel came {['late', 'early', 'damaged'][i % 3]} and the {['lid', 'strap', 'case'][i % 7 % 3]} was fine"
+        for i in range(300)
+    ]
+    batch = _accounts_like_the_ring(
+        "batch", n=3, texts=[reviews], start=datetime(2026, 5, 1, 4, tzinfo=UTC), every=STEP
+    )
+    events = pl.concat([EVENTS, batch]).sort(s.TS)
+    job = {f"batch{a:02d}" for a in range(3)}
+    # as wide as the 2/sqrt(n) bound was at a 45% floor (four standard deviations)
+    wide = _replayed(replace(CONFIG, member_share_alpha=3e-5, member_new_alpha=3e-5), events)
+    assert job <= {a for a, f in wide.flags.items() if f.ring_id is not None}
+    exact = _replayed(CONFIG, events)
+    assert not job & set(exact.flags)
+    assert {f"ring{a:02d}" for a in range(12)} <= set(exact.flags)
+
+
+def test_the_not_harvesting_test_is_exact_for_few_prompts_and_stricter_for_a_new_candidate() -> None:
+    # binomial lower tails at a 45% share: none of 6 targeted 0.028, one of 6 0.164, none of 12 0.0008
+    engine = DetectionEngine(CONFIG)
+    rows = {
+        "new_none_of_6": (6, 0.0),
+        "new_one_of_6": (6, 1 / 6),
+        "new_half_of_6": (6, 0.5),
+        "held_none_of_6": (6, 0.0),
+        "held_none_of_12": (12, 0.0),
+    }
+    engine.prompt_summary = pl.DataFrame(
+        {
+            s.ACCOUNT_ID: list(rows),
+            "n_prompts": [n for n, _ in rows.values()],
+            "targeted_share": [share for _, share in rows.values()],
+        },
+        schema=engine.prompt_summary.schema,
+    )
+    tick = datetime(2026, 5, 1, tzinfo=UTC)
+    engine.flags = {a: Flag(a, tick, 0.95, tick) for a in ("held_none_of_6", "held_none_of_12")}
+    kept = engine._harvesting(pl.Series(s.ACCOUNT_ID, [*rows, "no_prompts"]))
+    # a new candidate is kept out at 5%, a flag dropped (the member released) only at 0.1%
+    assert kept.to_list() == ["new_one_of_6", "new_half_of_6", "held_none_of_6", "no_prompts"]
+
+
 def _app_traffic(*, users: int, heavy: int, start: datetime) -> pl.DataFrame:
     """An IDE app's users: each wraps its question in the app's prompt, from its own address and network.
 
