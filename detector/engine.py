@@ -559,27 +559,40 @@ class DetectionEngine:
         self.phrase_holders.add(self.phrase_counts.add_new(idx, fold_key(rows.get_column(KEY).to_numpy()), ones))
         self.phrase_texts.add(idx, fold_key(rows.get_column(TEXT).to_numpy()), ones)
 
-    def _young_phrases(self, index: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _young_phrases(self, index: pl.DataFrame, flagged: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(account_id, value) of the phrases of `index`'s accounts that can be evidence, and of their texts.
 
-        A phrase can be evidence when two or more of them used it and they are at least
-        `_EARLY_SUSPICIOUS_SHARE` of its holders (as wrapper keys, `_with_early_rings`); a text matters
-        only when two of them sent it.
+        A phrase can be evidence when two or more of them used it, at least `_EARLY_SUSPICIOUS_SHARE`
+        of its holders are suspicious (them, or `flagged` accounts) and at most half are `flagged`; a
+        text matters only when two of them sent it.
         """
         young = index.get_column(ACCOUNT_INDEX).to_numpy()
-
-        def held(counts: KeyCounts, *, tally: KeyTally | None) -> pl.DataFrame:
-            idx, key, _ = counts.rows_for(young)
-            distinct, inverse, n_young = np.unique(key, return_inverse=True, return_counts=True)
-            useful = n_young >= 2
-            if tally is not None:
-                useful &= n_young >= _EARLY_SUSPICIOUS_SHARE * tally.counts_of(distinct)
-            keep = useful[inverse]
-            return pl.DataFrame(
-                {s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]), v.VALUE: pl.Series(key[keep], dtype=pl.UInt64)}
-            )
-
-        return held(self.phrase_counts, tally=self.phrase_holders), held(self.phrase_texts, tally=None)
+        idx, key, _ = self.phrase_counts.rows_for(young)
+        distinct, inverse, n_young = np.unique(key, return_inverse=True, return_counts=True)
+        # a campaign's vocabulary is a capability family's: seed 1303's evasive members share rare
+        # clauses only with the flagged heavy trio harvesting the same family, so flagged holders do not
+        # make a phrase popular; but a phrase mostly flagged accounts hold is a found ring's vocabulary
+        # (the flagged low-and-slow ring's agentic clauses), evidence of no new ring, nor of its fringe
+        flagged_idx = self.account_index.lookup(flagged).get_column(ACCOUNT_INDEX).to_numpy()
+        _, flagged_key, _ = self.phrase_counts.rows_for(flagged_idx)
+        pos = np.minimum(np.searchsorted(distinct, flagged_key), max(distinct.size - 1, 0))
+        hit = distinct[pos] == flagged_key if distinct.size else np.zeros(0, dtype=bool)
+        n_flagged = np.bincount(pos[hit], minlength=distinct.size)
+        n_young_flagged = np.bincount(inverse, weights=np.isin(idx, flagged_idx), minlength=distinct.size)
+        holders = self.phrase_holders.counts_of(distinct)
+        suspicious = n_young + n_flagged - n_young_flagged
+        useful = (n_young >= 2) & (suspicious >= _EARLY_SUSPICIOUS_SHARE * holders) & (2 * n_flagged <= holders)
+        keep = useful[inverse]
+        phrases = pl.DataFrame(
+            {s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]), v.VALUE: pl.Series(key[keep], dtype=pl.UInt64)}
+        )
+        idx, key, _ = self.phrase_texts.rows_for(young)
+        _, inverse, n_senders = np.unique(key, return_inverse=True, return_counts=True)
+        keep = (n_senders >= 2)[inverse]
+        texts = pl.DataFrame(
+            {s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]), v.VALUE: pl.Series(key[keep], dtype=pl.UInt64)}
+        )
+        return phrases, texts
 
     def _note_texts(self, texts: pl.DataFrame, index: pl.DataFrame) -> None:
         """Count the tick's distinct texts per account, and which the platform had answered before (TextNovelty).
@@ -1110,7 +1123,8 @@ class DetectionEngine:
                 .group_by(s.ACCOUNT_ID)
                 .agg(pl.col(v.VALUE).min())
             )
-            phrases, texts = self._young_phrases(index) if self.config.early_onset_phrases else (None, None)
+            active = pl.Series(s.ACCOUNT_ID, [a for a, f in self.flags.items() if f.active], dtype=pl.String)
+            phrases, texts = self._young_phrases(index, active) if self.config.early_onset_phrases else (None, None)
             early, early_evidence = pairwise_rings(
                 keys,
                 popularity,
@@ -1127,7 +1141,7 @@ class DetectionEngine:
                 phrases=phrases,
                 texts=texts,
                 min_concerted_phrases=self.config.early_onset_phrases,
-                flagged=pl.Series(s.ACCOUNT_ID, [a for a, f in self.flags.items() if f.active], dtype=pl.String),
+                flagged=active,
                 min_suspicious_share=_EARLY_SUSPICIOUS_SHARE,
                 min_size=self.config.min_ring_size,
             )
