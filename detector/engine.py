@@ -172,7 +172,8 @@ class DetectorConfig:
     early_onset_recruit_keys: int | None = 9
     # concerted phrases (detector/rings.py _phrase_pairs): two concerted accounts (as above) that share
     # early_onset_phrases phrases (word shingles of the clauses of their capability-targeted prompts,
-    # features/prompts.py phrase_keys) that mostly young candidates use, and no text, link as by
+    # features/prompts.py phrase_keys) that mostly suspicious accounts use (young candidates or
+    # flagged accounts, but not mostly flagged ones: `_young_phrases`), and no text, link as by
     # early_onset_keys keys: an evasive ring's paraphrased wrappers share no MinHash band for its
     # first hour, but their clauses ("you are a strict grader"). Counted over young accounts only
     # (at most early_max_prompts sampled prompts). None: off
