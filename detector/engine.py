@@ -181,7 +181,8 @@ class DetectorConfig:
     early_onset_recruit_keys: int | None = 9
     # concerted phrases (detector/rings.py _phrase_pairs): two concerted accounts (as above) that share
     # early_onset_phrases phrases (word shingles of the clauses of their capability-targeted prompts,
-    # features/prompts.py phrase_keys) that mostly young candidates use, and no text, link as by
+    # features/prompts.py phrase_keys) that mostly suspicious accounts use (young candidates or
+    # flagged accounts, but not mostly flagged ones: `_young_phrases`), and no text, link as by
     # early_onset_keys keys: an evasive ring's paraphrased wrappers share no MinHash band for its
     # first hour, but their clauses ("you are a strict grader"). Counted over young accounts only
     # (at most early_max_prompts sampled prompts). None: off
@@ -598,27 +599,40 @@ class DetectionEngine:
             tick=self._tick_no(self.last_tick),
         )
 
-    def _young_phrases(self, index: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _young_phrases(self, index: pl.DataFrame, flagged: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(account_id, value) of the phrases of `index`'s accounts that can be evidence, and of their texts.
 
-        A phrase can be evidence when two or more of them used it and they are at least
-        `_EARLY_SUSPICIOUS_SHARE` of its holders (as wrapper keys, `_with_early_rings`); a text matters
-        only when two of them sent it.
+        A phrase can be evidence when two or more of them used it, at least `_EARLY_SUSPICIOUS_SHARE`
+        of its holders are suspicious (them, or `flagged` accounts) and at most half are `flagged`; a
+        text matters only when two of them sent it.
         """
         young = index.get_column(ACCOUNT_INDEX).to_numpy()
-
-        def held(rows: tuple[np.ndarray, np.ndarray], *, holders: bool) -> pl.DataFrame:
-            idx, key = rows
-            distinct, inverse, n_young = np.unique(key, return_inverse=True, return_counts=True)
-            useful = n_young >= 2
-            if holders:
-                useful &= n_young >= _EARLY_SUSPICIOUS_SHARE * self.phrases.holders_of(distinct)
-            keep = useful[inverse]
-            return pl.DataFrame(
-                {s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]), v.VALUE: pl.Series(key[keep], dtype=pl.UInt64)}
-            )
-
-        return held(self.phrases.phrases_of(young), holders=True), held(self.phrases.texts_of(young), holders=False)
+        idx, key = self.phrases.phrases_of(young)
+        distinct, inverse, n_young = np.unique(key, return_inverse=True, return_counts=True)
+        # a campaign's vocabulary is a capability family's: seed 1303's evasive members share rare
+        # clauses only with the flagged heavy trio harvesting the same family, so flagged holders do not
+        # make a phrase popular; but a phrase mostly flagged accounts hold is a found ring's vocabulary
+        # (the flagged low-and-slow ring's agentic clauses), evidence of no new ring, nor of its fringe
+        flagged_idx = self.account_index.lookup(flagged).get_column(ACCOUNT_INDEX).to_numpy()
+        _, flagged_key = self.phrases.phrases_of(flagged_idx)
+        pos = np.minimum(np.searchsorted(distinct, flagged_key), max(distinct.size - 1, 0))
+        hit = distinct[pos] == flagged_key if distinct.size else np.zeros(0, dtype=bool)
+        n_flagged = np.bincount(pos[hit], minlength=distinct.size)
+        n_young_flagged = np.bincount(inverse, weights=np.isin(idx, flagged_idx), minlength=distinct.size)
+        holders = self.phrases.holders_of(distinct)
+        suspicious = n_young + n_flagged - n_young_flagged
+        useful = (n_young >= 2) & (suspicious >= _EARLY_SUSPICIOUS_SHARE * holders) & (2 * n_flagged <= holders)
+        keep = useful[inverse]
+        phrases = pl.DataFrame(
+            {s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]), v.VALUE: pl.Series(key[keep], dtype=pl.UInt64)}
+        )
+        idx, key = self.phrases.texts_of(young)
+        _, inverse, n_senders = np.unique(key, return_inverse=True, return_counts=True)
+        keep = (n_senders >= 2)[inverse]
+        texts = pl.DataFrame(
+            {s.ACCOUNT_ID: self.account_index.ids_of(idx[keep]), v.VALUE: pl.Series(key[keep], dtype=pl.UInt64)}
+        )
+        return phrases, texts
 
     def _note_texts(self, texts: pl.DataFrame, index: pl.DataFrame) -> None:
         """Count the tick's distinct texts per account, and which the platform had answered before (TextNovelty).
@@ -1154,7 +1168,8 @@ class DetectionEngine:
                 .group_by(s.ACCOUNT_ID)
                 .agg(pl.col(v.VALUE).min())
             )
-            phrases, texts = self._young_phrases(index) if self.config.early_onset_phrases else (None, None)
+            active = pl.Series(s.ACCOUNT_ID, [a for a, f in self.flags.items() if f.active], dtype=pl.String)
+            phrases, texts = self._young_phrases(index, active) if self.config.early_onset_phrases else (None, None)
             early, early_evidence = pairwise_rings(
                 keys,
                 popularity,
@@ -1171,7 +1186,7 @@ class DetectionEngine:
                 phrases=phrases,
                 texts=texts,
                 min_concerted_phrases=self.config.early_onset_phrases,
-                flagged=pl.Series(s.ACCOUNT_ID, [a for a, f in self.flags.items() if f.active], dtype=pl.String),
+                flagged=active,
                 min_suspicious_share=_EARLY_SUSPICIOUS_SHARE,
                 min_size=self.config.min_ring_size,
             )

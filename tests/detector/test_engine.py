@@ -19,6 +19,7 @@ from detector.engine import MODEL_FEATURES, DetectionEngine, DetectorConfig, Fla
 from detector.model import AccountEnsemble
 from detector.partition import KEY, TEXT
 from detector.rings import candidate_rings
+from detector.state import fold_key
 from features import synchrony as sy
 
 
@@ -787,7 +788,7 @@ def test_young_phrases_are_the_rare_ones_young_candidates_share() -> None:
     engine.last_tick = datetime(2026, 5, 1, tzinfo=UTC)  # the tick the phrases are noted at
     engine._note_phrases(phrases)
     young = engine.account_index.lookup(pl.Series(s.ACCOUNT_ID, ["y0", "y1"]))
-    held, texts = engine._young_phrases(young)
+    held, texts = engine._young_phrases(young, pl.Series(s.ACCOUNT_ID, [], dtype=pl.String))
     assert sorted(held.get_column(s.ACCOUNT_ID).to_list()) == ["y0", "y1"]
     assert held.get_column("value").n_unique() == 1  # phrase 1 only
     assert sorted(texts.get_column(s.ACCOUNT_ID).to_list()) == ["y0", "y1"]
@@ -911,3 +912,25 @@ def test_a_harness_sending_as_answers_return_is_not_flagged_alone_a_dispatcher_i
     assert solo_flags(CONFIG) == {"bot0": True}
     # the spacing is what tells them apart: without it the harness is flagged too
     assert solo_flags(replace(CONFIG, solo_min_regularity=None)) == {"bot0": True, "lab0": True}
+
+
+def test_flagged_holders_are_suspicious_but_a_flagged_rings_vocabulary_is_no_evidence() -> None:
+    # seed 1303: the evasive members' rare clauses are also the flagged heavy trio's (one capability
+    # family), which made them popular; the flagged low-and-slow ring's clauses, shared by most of its
+    # members, tied an evasive member to that ring (the fringe rule) instead of to its own
+    engine = DetectionEngine(CONFIG)
+    rows = [
+        *((a, 1, 10 + i) for i, a in enumerate(["y0", "y1", "h0", "h1", "h2", "o0"])),  # 5 of 6 suspicious
+        *((a, 2, 20 + i) for i, a in enumerate(["y0", "y1", "f0", "f1", "f2"])),  # 3 of 5 flagged
+        *((a, 3, 30 + i) for i, a in enumerate(["y0", "y1", "o0", "o1", "o2"])),  # mostly ordinary
+    ]
+    rows = [(a, k << 40, t << 40) for a, k, t in rows]
+    phrases = pl.DataFrame(rows, schema={s.ACCOUNT_ID: pl.String, KEY: pl.UInt64, TEXT: pl.UInt64}, orient="row")
+    engine.account_index.lookup(phrases.get_column(s.ACCOUNT_ID).unique(maintain_order=True))
+    engine.last_tick = datetime(2026, 5, 1, tzinfo=UTC)  # the tick the phrases are noted at
+    engine._note_phrases(phrases)
+    young = engine.account_index.lookup(pl.Series(s.ACCOUNT_ID, ["y0", "y1", "f0", "f1", "f2"]))
+    flagged = pl.Series(s.ACCOUNT_ID, ["h0", "h1", "h2", "f0", "f1", "f2"])
+    held, _ = engine._young_phrases(young, flagged)
+    assert sorted(held.get_column(s.ACCOUNT_ID).to_list()) == ["y0", "y1"]
+    assert held.get_column("value").unique().to_list() == [fold_key(np.array([1 << 40], dtype=np.uint64))[0]]
