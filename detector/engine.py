@@ -107,6 +107,12 @@ class DetectorConfig:
     # re-run made their texts known), while the heavy harvesters it is for were at 0.79-0.86 when
     # flagged. A harvester running as fast as answers come back is left to the ring stage. None: off
     solo_min_regularity: float | None = 0.65
+    # a ring member flagged at least this long that is still a candidate by its own traffic (anomalous,
+    # capability-targeted or a young targeted account, and harvesting) keeps its flag when the linking
+    # pass no longer ties it to its ring: on fresh seed 1414 five evasive members were ringed for 2-17
+    # hours, then released when their early links aged out (recall 0.889); a big ring's benign fringe
+    # was released within 2.5 hours on the seeds traced (6262). None: released as soon as unlinked
+    ring_tenure: timedelta | None = timedelta(hours=4)
     min_ring_size: int = 3
     # ring score = mean targeted share x (0.5 + 0.5 x mean anomaly score); rings at or above are flagged
     ring_threshold: float = 0.5
@@ -1103,10 +1109,15 @@ class DetectionEngine:
             )
             self.rings[ring_id] = ring
             rings.append(ring)
-        # members no longer linked leave their ring; without solo evidence they are released
+        # members no longer linked leave their ring; without solo evidence they are released (with
+        # ring_tenure, not those held that long that are still candidates by their own traffic)
         released = []
+        tenure = self.config.ring_tenure
+        own = set(self._harvesting(pl.concat([anomalous, targeted, young]).unique()).to_list()) if tenure else set()
         for flag in self.flags.values():
             if flag.ring_id is not None and flag.account_id not in in_ring:
+                if tenure is not None and tick - flag.first_flagged_ts >= tenure and flag.account_id in own:
+                    continue
                 flag.ring_id = None
                 if not flag.solo:
                     flag.active, flag.action = False, "allow"
