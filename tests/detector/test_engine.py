@@ -934,3 +934,30 @@ def test_flagged_holders_are_suspicious_but_a_flagged_rings_vocabulary_is_no_evi
     held, _ = engine._young_phrases(young, flagged)
     assert sorted(held.get_column(s.ACCOUNT_ID).to_list()) == ["y0", "y1"]
     assert held.get_column("value").unique().to_list() == [fold_key(np.array([1 << 40], dtype=np.uint64))[0]]
+
+
+def test_a_ring_member_held_for_hours_keeps_its_flag_while_it_still_harvests(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the planted ring is flagged by its links; eight hours in, the linking pass stops tying it (as when
+    # a young ring's early links age out, seed 1414) while its members still harvest
+    import detector.engine as engine_module
+
+    start = EVENTS.get_column(s.TS).min()
+    assert isinstance(start, datetime)
+    cut = start + timedelta(hours=8)
+    ring = [f"ring{a:02d}" for a in range(12)]
+    real = engine_module.candidate_rings
+
+    def still_flagged(config: DetectorConfig) -> int:
+        engine = DetectionEngine(config)
+        engine.ingest(EVENTS.filter(pl.col(s.TS) < cut), watermark=cut)
+        assert all(engine.flags[a].active and engine.flags[a].ring_id for a in ring)
+        with monkeypatch.context() as m:
+            m.setattr(engine_module, "candidate_rings", lambda links, sus, **kw: real(links, sus.clear(), **kw))
+            engine.ingest(EVENTS.filter(pl.col(s.TS) >= cut))
+            engine.flush()
+        return sum(engine.flags[a].active for a in ring)
+
+    # the ring's own evidence only: its steady single-template traffic would flag each member alone too
+    config = replace(CONFIG, solo_threshold=1.1)
+    assert still_flagged(replace(config, ring_tenure=None)) == 0
+    assert still_flagged(config) == len(ring)
