@@ -1113,7 +1113,9 @@ class DetectionEngine:
         # ring_tenure, not those held that long that are still candidates by their own traffic)
         released = []
         tenure = self.config.ring_tenure
-        own = set(self._harvesting(pl.concat([anomalous, targeted, young]).unique()).to_list()) if tenure else set()
+        # candidates by their own traffic: the harvesting suspicious accounts less those there by their flag alone
+        own = set(suspicious.filter(suspicious.is_in(pl.concat([anomalous, targeted]).implode())).to_list())
+        own |= set(young.to_list())
         for flag in self.flags.values():
             if flag.ring_id is not None and flag.account_id not in in_ring:
                 if tenure is not None and tick - flag.first_flagged_ts >= tenure and flag.account_id in own:
